@@ -1,0 +1,245 @@
+//! Field formulas of the Nexmark generator: one function per field of each event kind.
+//!
+//! Each function computes one field of the event with number `n` from the config and the event's
+//! random stream only, so the row-at-a-time generators (`person`, `auction`, `bid`) and the
+//! columnar batch generators share them and agree by construction. Slot numbers and formulas are
+//! the spec in `docs/nexmark.md`; the Java twin mirrors this file.
+
+use super::NexmarkConfig;
+use super::rng::{EventRng, TEXT32, WORD32, below, push_random_string};
+use super::tables::{
+    CHANNEL_COUNT, CITIES, FIRST_NAMES, HOT_CHANNELS, LAST_NAMES, PRICE_KNOTS, STATES,
+};
+
+/// Events per epoch, and the kinds' shares of an epoch (person first, then auctions, then bids).
+pub(crate) const PROPORTION_DENOMINATOR: u64 = 50;
+pub(crate) const PERSON_PROPORTION: u64 = 1;
+pub(crate) const AUCTION_PROPORTION: u64 = 3;
+pub(crate) const BID_PROPORTION: u64 = 46;
+
+/// Ids of the first person/auction and the first category.
+pub(crate) const FIRST_PERSON_ID: u64 = 1000;
+pub(crate) const FIRST_AUCTION_ID: u64 = 1000;
+pub(crate) const FIRST_CATEGORY_ID: u64 = 10;
+/// Number of categories (ids 10..15).
+pub(crate) const NUM_CATEGORIES: u64 = 5;
+
+/// Hot auctions / bidders / sellers are the first id (bidders: the second) of each block of this
+/// many consecutive ids.
+pub(crate) const HOT_BLOCK: u64 = 100;
+
+/// One bid in this many is on an ordinary channel; the others are on one of the hot channels.
+pub(crate) const HOT_CHANNEL_RATIO: u64 = 100;
+
+/// Event timestamp (epoch ms) of event number `n`: `base + floor(n * 1000 / eps)`, computed
+/// without overflowing as `(n / eps) * 1000 + (n % eps) * 1000 / eps`. `eps == 0` counts as 1.
+#[inline]
+pub(crate) fn timestamp(cfg: &NexmarkConfig, n: u64) -> i64 {
+    let eps = cfg.events_per_second.max(1);
+    let ms = (n / eps)
+        .wrapping_mul(1000)
+        .wrapping_add((n % eps).wrapping_mul(1000) / eps);
+    cfg.base_time_ms.wrapping_add(ms as i64)
+}
+
+/// Base-0 id of the newest person at event `n` (the event's own person if it is one).
+#[inline]
+pub(crate) fn last_person(n: u64) -> u64 {
+    n / PROPORTION_DENOMINATOR
+}
+
+/// Base-0 id of the newest auction at event `n` (the event's own auction if it is one).
+/// Only meaningful for auction and bid events (n >= 1).
+#[inline]
+pub(crate) fn last_auction(n: u64) -> u64 {
+    let epoch = n / PROPORTION_DENOMINATOR;
+    let offset = n % PROPORTION_DENOMINATOR;
+    if offset < PERSON_PROPORTION {
+        (epoch * AUCTION_PROPORTION).wrapping_sub(1)
+    } else if offset < PERSON_PROPORTION + AUCTION_PROPORTION {
+        epoch * AUCTION_PROPORTION + offset - PERSON_PROPORTION
+    } else {
+        epoch * AUCTION_PROPORTION + AUCTION_PROPORTION - 1
+    }
+}
+
+/// A uniformly chosen base-0 id among the `num_active_people` newest persons up to `last`.
+#[inline]
+fn recent_person(cfg: &NexmarkConfig, last: u64, word: u64) -> u64 {
+    let active = cfg.num_active_people.min(last + 1).max(1);
+    last + 1 - active + below(word, active)
+}
+
+/// A price in cents, log-uniform-ish over [100, 10^8): see `docs/nexmark.md`, "Prices".
+#[inline]
+pub(crate) fn price(word: u64) -> i64 {
+    let t = below(word, 6 << 24);
+    let decade = t >> 24;
+    let j = ((t >> 20) & 15) as usize;
+    let frac = t & 0xF_FFFF;
+    let (lo, hi) = (PRICE_KNOTS[j], PRICE_KNOTS[j + 1]);
+    let mantissa = lo + (((hi - lo) * frac) >> 20);
+    ((mantissa * 10u64.pow(decade as u32) + 5_000) / 10_000) as i64
+}
+
+/// Largest honoured `extra_bytes`; larger settings count as this.
+pub(crate) const MAX_EXTRA_BYTES: u64 = 1 << 24;
+
+/// Appends the `extra` padding: empty if `extra_bytes == 0`, otherwise a TEXT32 string whose
+/// length is uniform in `[e - e/5, e + e/5]` (length from `slot`, characters from `slot + 1`),
+/// where `e = min(extra_bytes, MAX_EXTRA_BYTES)`.
+#[inline]
+pub(crate) fn extra(cfg: &NexmarkConfig, r: EventRng, slot: u64, out: &mut Vec<u8>) {
+    if cfg.extra_bytes == 0 {
+        return;
+    }
+    let e = (cfg.extra_bytes as u64).min(MAX_EXTRA_BYTES);
+    let delta = e / 5;
+    let len = e - delta + r.below(slot, 2 * delta + 1);
+    push_random_string(out, r.draw(slot + 1), len, TEXT32);
+}
+
+// ---- persons (slots 0..=10) ----
+
+#[inline]
+pub(crate) fn person_id(n: u64) -> i64 {
+    (FIRST_PERSON_ID + last_person(n)) as i64
+}
+
+pub(crate) fn person_name(r: EventRng, out: &mut Vec<u8>) {
+    let first = FIRST_NAMES[r.below(0, FIRST_NAMES.len() as u64) as usize];
+    let last = LAST_NAMES[r.below(1, LAST_NAMES.len() as u64) as usize];
+    out.extend_from_slice(first.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(last.as_bytes());
+}
+
+pub(crate) fn person_email(r: EventRng, out: &mut Vec<u8>) {
+    push_random_string(out, r.draw(3), 4 + r.below(2, 7), WORD32);
+    out.push(b'@');
+    push_random_string(out, r.draw(5), 3 + r.below(4, 6), WORD32);
+    out.extend_from_slice(b".com");
+}
+
+pub(crate) fn person_credit_card(r: EventRng, out: &mut Vec<u8>) {
+    let v = r.below(6, 10_000_000_000_000_000);
+    let mut div = 1_000_000_000_000_000u64;
+    for i in 0..16 {
+        if i > 0 && i % 4 == 0 {
+            out.push(b' ');
+        }
+        out.push(b'0' + ((v / div) % 10) as u8);
+        div /= 10;
+    }
+}
+
+#[inline]
+pub(crate) fn person_city(r: EventRng) -> &'static str {
+    CITIES[r.below(7, CITIES.len() as u64) as usize]
+}
+
+#[inline]
+pub(crate) fn person_state(r: EventRng) -> &'static str {
+    STATES[r.below(8, STATES.len() as u64) as usize]
+}
+
+pub(crate) const PERSON_EXTRA_SLOT: u64 = 9;
+
+// ---- auctions (slots 0..=11) ----
+
+#[inline]
+pub(crate) fn auction_id(n: u64) -> i64 {
+    (FIRST_AUCTION_ID + last_auction(n)) as i64
+}
+
+pub(crate) fn auction_item_name(r: EventRng, out: &mut Vec<u8>) {
+    push_random_string(out, r.draw(7), 4 + r.below(6, 17), TEXT32);
+}
+
+pub(crate) fn auction_description(r: EventRng, out: &mut Vec<u8>) {
+    push_random_string(out, r.draw(9), 20 + r.below(8, 81), TEXT32);
+}
+
+#[inline]
+pub(crate) fn auction_initial_bid(r: EventRng) -> i64 {
+    price(r.draw(3))
+}
+
+#[inline]
+pub(crate) fn auction_reserve(r: EventRng) -> i64 {
+    auction_initial_bid(r) + price(r.draw(4))
+}
+
+/// `date_time + 1 + below(draw(5), max(2 * horizon, 1))`, where `horizon` is the event-time
+/// span of the next `num_in_flight_auctions * 50 / 3` events.
+#[inline]
+pub(crate) fn auction_expires(cfg: &NexmarkConfig, n: u64, r: EventRng) -> i64 {
+    let now = timestamp(cfg, n);
+    let ahead = cfg
+        .num_in_flight_auctions
+        .wrapping_mul(PROPORTION_DENOMINATOR)
+        / AUCTION_PROPORTION;
+    let horizon = timestamp(cfg, n.wrapping_add(ahead)).wrapping_sub(now);
+    let span = horizon.wrapping_mul(2).max(1) as u64;
+    now.wrapping_add(1).wrapping_add(r.below(5, span) as i64)
+}
+
+#[inline]
+pub(crate) fn auction_seller(cfg: &NexmarkConfig, n: u64, r: EventRng) -> i64 {
+    let last = last_person(n);
+    let base0 = if r.below(0, cfg.hot_seller_ratio) > 0 {
+        last / HOT_BLOCK * HOT_BLOCK
+    } else {
+        recent_person(cfg, last, r.draw(1))
+    };
+    (FIRST_PERSON_ID + base0) as i64
+}
+
+#[inline]
+pub(crate) fn auction_category(r: EventRng) -> i64 {
+    (FIRST_CATEGORY_ID + r.below(2, NUM_CATEGORIES)) as i64
+}
+
+pub(crate) const AUCTION_EXTRA_SLOT: u64 = 10;
+
+// ---- bids (slots 0..=8) ----
+
+#[inline]
+pub(crate) fn bid_auction(cfg: &NexmarkConfig, n: u64, r: EventRng) -> i64 {
+    let last = last_auction(n);
+    let base0 = if r.below(0, cfg.hot_auction_ratio) > 0 {
+        last / HOT_BLOCK * HOT_BLOCK
+    } else {
+        let min = last.saturating_sub(cfg.num_in_flight_auctions);
+        min + r.below(1, last - min + 1)
+    };
+    (FIRST_AUCTION_ID + base0) as i64
+}
+
+#[inline]
+pub(crate) fn bid_bidder(cfg: &NexmarkConfig, n: u64, r: EventRng) -> i64 {
+    let last = last_person(n);
+    let base0 = if r.below(2, cfg.hot_bidder_ratio) > 0 {
+        (last / HOT_BLOCK * HOT_BLOCK + 1).min(last)
+    } else {
+        recent_person(cfg, last, r.draw(3))
+    };
+    (FIRST_PERSON_ID + base0) as i64
+}
+
+#[inline]
+pub(crate) fn bid_price(r: EventRng) -> i64 {
+    price(r.draw(4))
+}
+
+/// Index into the channel table: a hot channel (0..4) unless `below(draw(5), 100) == 0`.
+#[inline]
+pub(crate) fn bid_channel_index(r: EventRng) -> usize {
+    if r.below(5, HOT_CHANNEL_RATIO) > 0 {
+        r.below(6, HOT_CHANNELS.len() as u64) as usize
+    } else {
+        HOT_CHANNELS.len() + r.below(6, CHANNEL_COUNT) as usize
+    }
+}
+
+pub(crate) const BID_EXTRA_SLOT: u64 = 7;

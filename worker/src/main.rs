@@ -1,0 +1,2 @@
+//! The `strom` binary.
+fn main() {}

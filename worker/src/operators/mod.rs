@@ -1,0 +1,8 @@
+//! The streaming operators, one concern per module. Each implements [`crate::operator::Operator`] and
+//! is created per subtask by a factory the DataStream API ([`crate::stream`]) registers.
+
+pub mod aggregate;
+pub mod basic;
+pub mod rolling;
+pub mod watermarks;
+pub mod window;

@@ -1,0 +1,252 @@
+//! Channels between subtasks and the partitioners that feed them.
+//!
+//! Every pair of connected producer and consumer subtasks has its own bounded channel, so a slow
+//! consumer blocks exactly the producers that feed it (backpressure) and the memory in flight is at
+//! most `channel_capacity` batches per channel. Data, watermarks, idleness, barriers and the end of
+//! input travel in order on the same channel. Partitioning is the business of [`EdgeWriter`]; operators
+//! never see it.
+
+use arrow::array::UInt32Array;
+use arrow::compute::take_record_batch;
+use arrow::record_batch::RecordBatch;
+use crossbeam_channel::Sender;
+
+use crate::error::{Error, Result};
+use crate::keys::{KeyRows, KeySpec, key_group, subtask_for_key_group};
+use crate::plan::Partitioning;
+use crate::time::Timestamp;
+
+/// What travels on a channel.
+#[derive(Debug, Clone)]
+pub enum Message {
+    Data(RecordBatch),
+    Watermark(Timestamp),
+    /// The producer became idle (`true`) or active again (`false`).
+    Idle(bool),
+    /// A checkpoint barrier, in band with the data.
+    Barrier(u64),
+    /// The producer will send nothing more.
+    EndOfInput,
+}
+
+/// The producer end of one edge for one producer subtask.
+pub(crate) struct EdgeWriter {
+    senders: Vec<Sender<Message>>,
+    route: Route,
+    pub(crate) records_out: u64,
+}
+
+enum Route {
+    /// One target (forward), or rebalance round-robin.
+    RoundRobin {
+        next: usize,
+    },
+    Broadcast,
+    Hash {
+        key: KeySpec,
+        max_parallelism: u32,
+        keys: KeyRows,
+        targets: Vec<u32>,
+    },
+}
+
+impl EdgeWriter {
+    pub(crate) fn new(
+        partitioning: &Partitioning,
+        senders: Vec<Sender<Message>>,
+        producer_index: usize,
+        max_parallelism: u32,
+    ) -> Self {
+        let route = match partitioning {
+            // Start rebalancing at different targets so that producers spread evenly.
+            Partitioning::Forward | Partitioning::Rebalance => Route::RoundRobin {
+                next: producer_index % senders.len().max(1),
+            },
+            Partitioning::Broadcast => Route::Broadcast,
+            Partitioning::Hash(key) => Route::Hash {
+                key: key.clone(),
+                max_parallelism,
+                keys: KeyRows::default(),
+                targets: Vec::new(),
+            },
+        };
+        Self {
+            senders,
+            route,
+            records_out: 0,
+        }
+    }
+
+    fn send(sender: &Sender<Message>, message: Message) -> Result<()> {
+        sender.send(message).map_err(|_| Error::Cancelled)
+    }
+
+    /// Sends records to the subtasks the partitioning selects.
+    pub(crate) fn send_data(&mut self, batch: RecordBatch) -> Result<()> {
+        self.records_out += batch.num_rows() as u64;
+        match &mut self.route {
+            Route::RoundRobin { next } => {
+                let target = *next;
+                *next = (*next + 1) % self.senders.len();
+                Self::send(&self.senders[target], Message::Data(batch))
+            }
+            Route::Broadcast => {
+                for sender in &self.senders {
+                    Self::send(sender, Message::Data(batch.clone()))?;
+                }
+                Ok(())
+            }
+            Route::Hash {
+                key,
+                max_parallelism,
+                keys,
+                targets,
+            } => {
+                let parallelism = self.senders.len() as u32;
+                if parallelism == 1 {
+                    return Self::send(&self.senders[0], Message::Data(batch));
+                }
+                keys.encode(key, &batch)?;
+                targets.clear();
+                targets.extend(keys.iter().map(|k| {
+                    subtask_for_key_group(
+                        key_group(k, *max_parallelism),
+                        parallelism,
+                        *max_parallelism,
+                    )
+                }));
+                if let Some(&first) = targets.first()
+                    && targets.iter().all(|&t| t == first)
+                {
+                    return Self::send(&self.senders[first as usize], Message::Data(batch));
+                }
+                let mut indices: Vec<Vec<u32>> = vec![Vec::new(); self.senders.len()];
+                for (row, &target) in targets.iter().enumerate() {
+                    indices[target as usize].push(row as u32);
+                }
+                for (target, rows) in indices.into_iter().enumerate() {
+                    if !rows.is_empty() {
+                        let part = take_record_batch(&batch, &UInt32Array::from(rows))?;
+                        Self::send(&self.senders[target], Message::Data(part))?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends a control message (watermark, idleness, barrier, end of input) to every target.
+    pub(crate) fn broadcast(&mut self, message: &Message) -> Result<()> {
+        for sender in &self.senders {
+            Self::send(sender, message.clone())?;
+        }
+        Ok(())
+    }
+}
+
+/// Per-channel watermark bookkeeping of a consumer: its watermark is the minimum over the channels
+/// that are neither idle nor finished, and never goes back.
+#[derive(Debug)]
+pub(crate) struct WatermarkValve {
+    channels: Vec<ChannelStatus>,
+    current: Timestamp,
+    idle: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ChannelStatus {
+    watermark: Timestamp,
+    idle: bool,
+    finished: bool,
+}
+
+impl WatermarkValve {
+    pub(crate) fn new(channels: usize) -> Self {
+        Self {
+            channels: vec![
+                ChannelStatus {
+                    watermark: crate::time::MIN_WATERMARK,
+                    idle: false,
+                    finished: false
+                };
+                channels
+            ],
+            current: crate::time::MIN_WATERMARK,
+            idle: false,
+        }
+    }
+
+    pub(crate) fn current(&self) -> Timestamp {
+        self.current
+    }
+
+    /// Records a watermark on `channel`; returns the new combined watermark if it advanced.
+    pub(crate) fn watermark(&mut self, channel: usize, watermark: Timestamp) -> Option<Timestamp> {
+        let c = &mut self.channels[channel];
+        c.watermark = c.watermark.max(watermark);
+        self.advance()
+    }
+
+    /// Records a change of idleness on `channel`; returns the new combined watermark if it advanced
+    /// and the task's own idleness if it changed.
+    pub(crate) fn idle(&mut self, channel: usize, idle: bool) -> (Option<Timestamp>, Option<bool>) {
+        self.channels[channel].idle = idle;
+        let advanced = self.advance();
+        let all_idle = self.channels.iter().filter(|c| !c.finished).all(|c| c.idle)
+            && self.channels.iter().any(|c| !c.finished);
+        let changed = (all_idle != self.idle).then(|| {
+            self.idle = all_idle;
+            all_idle
+        });
+        (advanced, changed)
+    }
+
+    /// Records that `channel` ended.
+    pub(crate) fn finish(&mut self, channel: usize) -> Option<Timestamp> {
+        self.channels[channel].finished = true;
+        self.advance()
+    }
+
+    /// Whether every channel ended.
+    pub(crate) fn all_finished(&self) -> bool {
+        self.channels.iter().all(|c| c.finished)
+    }
+
+    fn advance(&mut self) -> Option<Timestamp> {
+        let min = self
+            .channels
+            .iter()
+            .filter(|c| !c.idle && !c.finished)
+            .map(|c| c.watermark)
+            .min()?;
+        (min > self.current).then(|| {
+            self.current = min;
+            min
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermark_is_min_over_active_channels() {
+        let mut v = WatermarkValve::new(3);
+        assert_eq!(v.watermark(0, 10), None);
+        assert_eq!(v.watermark(1, 5), None);
+        assert_eq!(v.watermark(2, 7), Some(5));
+        // Channel 1 goes idle: it no longer holds the watermark back.
+        assert_eq!(v.idle(1, true), (Some(7), None));
+        assert_eq!(v.watermark(1, 6), None, "an idle channel does not count");
+        // All idle: the task is idle.
+        assert_eq!(v.idle(0, true).1, None);
+        assert_eq!(v.idle(2, true), (None, Some(true)));
+        // Back to active: the watermark never goes back.
+        assert_eq!(v.idle(1, false), (None, Some(false)));
+        assert_eq!(v.current(), 7);
+        assert_eq!(v.watermark(1, 20), Some(20));
+        assert_eq!(v.finish(1), None);
+        assert!(!v.all_finished());
+    }
+}

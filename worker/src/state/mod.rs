@@ -1,0 +1,384 @@
+//! Keyed state: the API operators keep per-key data through, and its in-memory backend.
+//!
+//! State is addressed by a **key** (the row-format bytes of the record's key, see [`crate::keys`]) and a
+//! **namespace** (a window, or [`Namespace::Global`]), like Flink's keyed state scoped by key and
+//! window. Four kinds are offered, each registered once by name through a typed descriptor:
+//! value, list, map and reducing state. Operators are written against [`KeyedStateBackend`]; the
+//! in-memory [`MemoryStateBackend`] keeps values as Rust objects (no serialisation on access), a
+//! RocksDB backend stores the same values serialised under `key group | key | namespace`.
+//!
+//! This module is not the timer service ([`crate::timers`]) and knows nothing of checkpoints yet.
+
+mod memory;
+
+use std::hash::Hash;
+use std::marker::PhantomData;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use memory::MemoryStateBackend;
+
+use crate::error::Result;
+use crate::time::Timestamp;
+
+/// What state is scoped by besides the key.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
+pub enum Namespace {
+    /// Not scoped: one value per key.
+    Global,
+    /// A time window `[start, end)`.
+    Window { start: Timestamp, end: Timestamp },
+}
+
+/// A value that can be kept in state: owned, cloneable, serialisable for snapshots and RocksDB.
+pub trait StateValue: Clone + Send + Serialize + DeserializeOwned + 'static {}
+impl<T: Clone + Send + Serialize + DeserializeOwned + 'static> StateValue for T {}
+
+/// A key of map state.
+pub trait MapKey: StateValue + Eq + Hash + Ord {}
+impl<T: StateValue + Eq + Hash + Ord> MapKey for T {}
+
+/// Handle of a registered value state holding one `T` per key and namespace.
+#[derive(Debug)]
+pub struct ValueState<T> {
+    pub(crate) id: usize,
+    _t: PhantomData<fn() -> T>,
+}
+
+/// Handle of a registered list state holding a list of `T` per key and namespace.
+#[derive(Debug)]
+pub struct ListState<T> {
+    pub(crate) id: usize,
+    _t: PhantomData<fn() -> T>,
+}
+
+/// Handle of a registered map state holding a map `K -> V` per key and namespace.
+#[derive(Debug)]
+pub struct MapState<K, V> {
+    pub(crate) id: usize,
+    _t: PhantomData<fn() -> (K, V)>,
+}
+
+/// Handle of a registered reducing state: values added are folded into one with its function.
+pub struct ReducingState<T> {
+    pub(crate) value: ValueState<T>,
+    pub(crate) reduce: Box<dyn Fn(&mut T, T) + Send>,
+}
+
+impl<T> std::fmt::Debug for ReducingState<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReducingState")
+            .field("id", &self.value.id)
+            .finish()
+    }
+}
+
+impl<T> Clone for ValueState<T> {
+    fn clone(&self) -> Self {
+        Self::new(self.id)
+    }
+}
+impl<T> Clone for ListState<T> {
+    fn clone(&self) -> Self {
+        Self::new(self.id)
+    }
+}
+impl<K, V> Clone for MapState<K, V> {
+    fn clone(&self) -> Self {
+        Self::new(self.id)
+    }
+}
+
+impl<T> ValueState<T> {
+    pub(crate) fn new(id: usize) -> Self {
+        Self {
+            id,
+            _t: PhantomData,
+        }
+    }
+}
+impl<T> ListState<T> {
+    pub(crate) fn new(id: usize) -> Self {
+        Self {
+            id,
+            _t: PhantomData,
+        }
+    }
+}
+impl<K, V> MapState<K, V> {
+    pub(crate) fn new(id: usize) -> Self {
+        Self {
+            id,
+            _t: PhantomData,
+        }
+    }
+}
+
+/// The keyed state of one subtask of one operator. Every backend implements the same semantics; the
+/// tests in this module run against each of them.
+pub trait KeyedStateBackend: Send + 'static {
+    /// Registers (or finds again, by name) a value state.
+    fn value_state<T: StateValue>(&mut self, name: &str) -> ValueState<T>;
+    /// Registers (or finds again, by name) a list state.
+    fn list_state<T: StateValue>(&mut self, name: &str) -> ListState<T>;
+    /// Registers (or finds again, by name) a map state.
+    fn map_state<K: MapKey, V: StateValue>(&mut self, name: &str) -> MapState<K, V>;
+    /// Registers a reducing state that folds added values with `reduce`.
+    fn reducing_state<T: StateValue>(
+        &mut self,
+        name: &str,
+        reduce: impl Fn(&mut T, T) + Send + 'static,
+    ) -> ReducingState<T> {
+        ReducingState {
+            value: self.value_state(name),
+            reduce: Box::new(reduce),
+        }
+    }
+
+    /// The value for `key` in `ns`.
+    fn get<T: StateValue>(
+        &self,
+        state: &ValueState<T>,
+        key: &[u8],
+        ns: &Namespace,
+    ) -> Result<Option<T>>;
+    /// Reads, changes and writes back the value for `key` in `ns` in one step. Setting the option to
+    /// `None` clears it. Returns what `f` returns.
+    fn update<T: StateValue, R>(
+        &mut self,
+        state: &ValueState<T>,
+        key: &[u8],
+        ns: &Namespace,
+        f: impl FnOnce(&mut Option<T>) -> R,
+    ) -> Result<R>;
+    /// Changes the value for `key` in `ns`, creating it with `init` first if there is none. The cheap
+    /// path for accumulators: the in-memory backend neither clones nor re-inserts.
+    fn upsert<T: StateValue, R>(
+        &mut self,
+        state: &ValueState<T>,
+        key: &[u8],
+        ns: &Namespace,
+        init: impl FnOnce() -> T,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> Result<R>;
+    /// Sets the value for `key` in `ns`.
+    fn put<T: StateValue>(
+        &mut self,
+        state: &ValueState<T>,
+        key: &[u8],
+        ns: &Namespace,
+        value: T,
+    ) -> Result<()> {
+        self.update(state, key, ns, |v| *v = Some(value))
+    }
+    /// Clears the value for `key` in `ns`; returns what was there.
+    fn take<T: StateValue>(
+        &mut self,
+        state: &ValueState<T>,
+        key: &[u8],
+        ns: &Namespace,
+    ) -> Result<Option<T>> {
+        self.update(state, key, ns, Option::take)
+    }
+
+    /// Appends to the list for `key` in `ns`; returns whether the list was empty before.
+    fn list_add<T: StateValue>(
+        &mut self,
+        state: &ListState<T>,
+        key: &[u8],
+        ns: &Namespace,
+        value: T,
+    ) -> Result<bool>;
+    /// The list for `key` in `ns` (empty if none).
+    fn list_get<T: StateValue>(
+        &self,
+        state: &ListState<T>,
+        key: &[u8],
+        ns: &Namespace,
+    ) -> Result<Vec<T>>;
+    /// Replaces the list for `key` in `ns`; an empty list clears it.
+    fn list_put<T: StateValue>(
+        &mut self,
+        state: &ListState<T>,
+        key: &[u8],
+        ns: &Namespace,
+        values: Vec<T>,
+    ) -> Result<()>;
+    /// Removes and returns the list for `key` in `ns`.
+    fn list_take<T: StateValue>(
+        &mut self,
+        state: &ListState<T>,
+        key: &[u8],
+        ns: &Namespace,
+    ) -> Result<Vec<T>>;
+
+    /// The value under `map_key` in the map for `key` in `ns`.
+    fn map_get<K: MapKey, V: StateValue>(
+        &self,
+        state: &MapState<K, V>,
+        key: &[u8],
+        ns: &Namespace,
+        map_key: &K,
+    ) -> Result<Option<V>>;
+    /// Sets `map_key` to `value` in the map for `key` in `ns`.
+    fn map_put<K: MapKey, V: StateValue>(
+        &mut self,
+        state: &MapState<K, V>,
+        key: &[u8],
+        ns: &Namespace,
+        map_key: K,
+        value: V,
+    ) -> Result<()>;
+    /// Removes `map_key` from the map for `key` in `ns`.
+    fn map_remove<K: MapKey, V: StateValue>(
+        &mut self,
+        state: &MapState<K, V>,
+        key: &[u8],
+        ns: &Namespace,
+        map_key: &K,
+    ) -> Result<Option<V>>;
+    /// All entries of the map for `key` in `ns`, in key order.
+    fn map_entries<K: MapKey, V: StateValue>(
+        &self,
+        state: &MapState<K, V>,
+        key: &[u8],
+        ns: &Namespace,
+    ) -> Result<Vec<(K, V)>>;
+    /// Removes the whole map for `key` in `ns`.
+    fn map_clear<K: MapKey, V: StateValue>(
+        &mut self,
+        state: &MapState<K, V>,
+        key: &[u8],
+        ns: &Namespace,
+    ) -> Result<()>;
+
+    /// Folds `value` into the reducing state for `key` in `ns`.
+    fn reduce_add<T: StateValue>(
+        &mut self,
+        state: &ReducingState<T>,
+        key: &[u8],
+        ns: &Namespace,
+        value: T,
+    ) -> Result<()> {
+        self.update(&state.value, key, ns, |current| match current {
+            Some(acc) => (state.reduce)(acc, value),
+            None => *current = Some(value),
+        })
+    }
+    /// The folded value for `key` in `ns`.
+    fn reduce_get<T: StateValue>(
+        &self,
+        state: &ReducingState<T>,
+        key: &[u8],
+        ns: &Namespace,
+    ) -> Result<Option<T>> {
+        self.get(&state.value, key, ns)
+    }
+
+    /// Number of (key, namespace) entries across all states; for metrics and tests.
+    fn entries(&self) -> usize;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_semantics<B: KeyedStateBackend>(mut b: B) {
+        let w1 = Namespace::Window { start: 0, end: 10 };
+        let w2 = Namespace::Window { start: 10, end: 20 };
+        let count: ValueState<i64> = b.value_state("count");
+        assert_eq!(b.get(&count, b"a", &w1).unwrap(), None);
+        b.put(&count, b"a", &w1, 3).unwrap();
+        b.update(&count, b"a", &w1, |v| *v = v.map(|x| x + 1))
+            .unwrap();
+        let mut created = false;
+        b.upsert(
+            &count,
+            b"c",
+            &w1,
+            || {
+                created = true;
+                10
+            },
+            |v| *v += 1,
+        )
+        .unwrap();
+        assert!(created);
+        b.upsert(&count, b"c", &w1, || 0, |v| *v += 1).unwrap();
+        assert_eq!(b.take(&count, b"c", &w1).unwrap(), Some(12));
+        b.put(&count, b"a", &w2, 7).unwrap();
+        b.put(&count, b"b", &w1, 1).unwrap();
+        assert_eq!(b.get(&count, b"a", &w1).unwrap(), Some(4));
+        assert_eq!(b.get(&count, b"a", &w2).unwrap(), Some(7));
+        assert_eq!(b.take(&count, b"a", &w1).unwrap(), Some(4));
+        assert_eq!(b.get(&count, b"a", &w1).unwrap(), None);
+        // Registering again by name finds the same state.
+        let again: ValueState<i64> = b.value_state("count");
+        assert_eq!(b.get(&again, b"b", &w1).unwrap(), Some(1));
+
+        let list: ListState<String> = b.list_state("list");
+        assert!(
+            b.list_add(&list, b"a", &Namespace::Global, "x".into())
+                .unwrap()
+        );
+        assert!(
+            !b.list_add(&list, b"a", &Namespace::Global, "y".into())
+                .unwrap()
+        );
+        assert_eq!(
+            b.list_get(&list, b"a", &Namespace::Global).unwrap(),
+            vec!["x", "y"]
+        );
+        assert!(
+            b.list_get(&list, b"b", &Namespace::Global)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            b.list_take(&list, b"a", &Namespace::Global).unwrap().len(),
+            2
+        );
+        assert!(
+            b.list_get(&list, b"a", &Namespace::Global)
+                .unwrap()
+                .is_empty()
+        );
+
+        let map: MapState<i64, String> = b.map_state("map");
+        b.map_put(&map, b"k", &w1, 2, "two".into()).unwrap();
+        b.map_put(&map, b"k", &w1, 1, "one".into()).unwrap();
+        b.map_put(&map, b"k", &w2, 1, "uno".into()).unwrap();
+        assert_eq!(
+            b.map_get(&map, b"k", &w1, &1).unwrap().as_deref(),
+            Some("one")
+        );
+        assert_eq!(
+            b.map_entries(&map, b"k", &w1).unwrap(),
+            vec![(1, "one".to_owned()), (2, "two".to_owned())]
+        );
+        assert_eq!(
+            b.map_remove(&map, b"k", &w1, &1).unwrap().as_deref(),
+            Some("one")
+        );
+        b.map_clear(&map, b"k", &w1).unwrap();
+        assert!(b.map_entries(&map, b"k", &w1).unwrap().is_empty());
+        assert_eq!(b.map_entries(&map, b"k", &w2).unwrap().len(), 1);
+
+        let max = b.reducing_state::<i64>("max", |acc, v| *acc = (*acc).max(v));
+        for v in [3, 9, 2] {
+            b.reduce_add(&max, b"k", &Namespace::Global, v).unwrap();
+        }
+        assert_eq!(
+            b.reduce_get(&max, b"k", &Namespace::Global).unwrap(),
+            Some(9)
+        );
+    }
+
+    #[test]
+    fn memory_backend_semantics() {
+        check_semantics(MemoryStateBackend::default());
+    }
+}
