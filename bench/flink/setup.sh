@@ -150,6 +150,11 @@ appender.console.type = CONSOLE
 appender.console.target = SYSTEM_ERR
 appender.console.layout.type = PatternLayout
 appender.console.layout.pattern = %d{HH:mm:ss,SSS} %-5p %-40c{1.} - %m%n
+# Benign start-up warnings of a local MiniCluster (no Kerberos tokens, no log file for the UI).
+logger.tokens.name = org.apache.flink.runtime.security.token
+logger.tokens.level = ERROR
+logger.webutils.name = org.apache.flink.runtime.webmonitor.WebMonitorUtils
+logger.webutils.level = ERROR
 EOF
   echo "$OUT/classes:$FLINK_CP" > "$TMPC/classpath"
   touch "$TMPC/.complete"

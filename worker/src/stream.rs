@@ -526,6 +526,21 @@ impl DataStream {
         self.derived(node, self.schema.clone(), time)
     }
 
+    /// Declares `column` as the event time of a stream whose source emits its own watermarks.
+    pub fn with_event_time(&self, column: &str) -> DataStream {
+        if let Err(e) = check_time_column(&self.node_name(), &self.schema, column) {
+            self.env.error(e);
+            return self.clone();
+        }
+        DataStream {
+            time: Some(TimeAttr {
+                column: column.into(),
+                offset: 0,
+            }),
+            ..self.clone()
+        }
+    }
+
     /// The next operator receives whole batches round-robin.
     pub fn rebalance(&self) -> DataStream {
         DataStream {

@@ -278,14 +278,6 @@ impl Trigger {
         }
     }
 
-    fn count(&self) -> Option<u64> {
-        match self {
-            Trigger::Count(n) => Some(*n),
-            Trigger::Purging(inner) => inner.count(),
-            _ => None,
-        }
-    }
-
     fn purges(f: Firing, purging: bool) -> Firing {
         if purging && f == Firing::Fire {
             Firing::FireAndPurge
@@ -817,7 +809,10 @@ impl<S: KeyedStateBackend> Operator for WindowOperator<S> {
                     continue;
                 }
                 skipped = false;
-                if self.add_to_contents(key, &w, &inputs, &batch, row)? {
+                // A merged session got its state from the merge: its timers are new in any case.
+                if self.add_to_contents(key, &w, &inputs, &batch, row)?
+                    || self.spec.assigner.is_merging()
+                {
                     self.register_timers(key, &w);
                 }
                 let firing = self.on_element_trigger(key, &w)?;

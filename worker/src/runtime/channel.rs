@@ -176,10 +176,6 @@ impl WatermarkValve {
         }
     }
 
-    pub(crate) fn current(&self) -> Timestamp {
-        self.current
-    }
-
     /// Records a watermark on `channel`; returns the new combined watermark if it advanced.
     pub(crate) fn watermark(&mut self, channel: usize, watermark: Timestamp) -> Option<Timestamp> {
         let c = &mut self.channels[channel];
@@ -244,7 +240,7 @@ mod tests {
         assert_eq!(v.idle(2, true), (None, Some(true)));
         // Back to active: the watermark never goes back.
         assert_eq!(v.idle(1, false), (None, Some(false)));
-        assert_eq!(v.current(), 7);
+        assert_eq!(v.current, 7);
         assert_eq!(v.watermark(1, 20), Some(20));
         assert_eq!(v.finish(1), None);
         assert!(!v.all_finished());
