@@ -1,0 +1,38 @@
+# Shared set-up for .ci/run, the README's commands and bench/run: caches outside the clone and the
+# tools the project needs, installed when missing. Sourced, not run.
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strom/target}"
+export STROM_TESTBED_CACHE="${STROM_TESTBED_CACHE:-$HOME/.cache/strom-testbed}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export CARGO_INCREMENTAL=0
+mkdir -p "$CARGO_TARGET_DIR" "$STROM_TESTBED_CACHE"
+
+apt_install() {
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+  fi
+}
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+      export PATH="$HOME/.cargo/bin:$PATH"
+    else
+      apt_install cargo rustc
+    fi
+  fi
+  if ! cargo fmt --version >/dev/null 2>&1 && command -v rustup >/dev/null 2>&1; then
+    rustup component add rustfmt clippy
+  fi
+}
+
+ensure_java() {
+  if ! command -v javac >/dev/null 2>&1; then
+    apt_install openjdk-17-jdk-headless
+  fi
+  if ! command -v python3 >/dev/null 2>&1; then
+    apt_install python3 python3-pip
+  fi
+}
