@@ -10,6 +10,7 @@
 
 pub mod connectors;
 pub mod error;
+pub mod jobs;
 pub mod keys;
 pub mod operator;
 pub mod operators;

@@ -1,2 +1,257 @@
-//! The `strom` binary.
-fn main() {}
+//! The `strom` binary: runs a job in the embedded mini-cluster (`strom run`), lists the built-in
+//! jobs, and prints a job's physical plan. The JobManager and TaskManager roles join it with the
+//! distributed runtime.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use strom::jobs::{self, JobArgs, JobOutput};
+use strom::plan::physical;
+use strom::runtime::metrics::JobMetrics;
+use strom::stream::StreamEnv;
+use strom::time::{MAX_WATERMARK, MIN_WATERMARK, Timestamp};
+use strom::{EngineConfig, ErrorPolicy};
+
+#[derive(Parser)]
+#[command(name = "strom", version, about = "Flink's stream processing model, in Rust")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a built-in job on the embedded runtime, showing its progress.
+    Run(RunArgs),
+    /// Lists the built-in jobs.
+    Jobs,
+    /// Prints a job's physical plan.
+    Explain(RunArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputKind {
+    /// Print every result row to stdout.
+    Print,
+    /// Count the results and checksum them (as the Flink peer does).
+    Checksum,
+    /// Drop the results.
+    Discard,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The job, e.g. `hot-items` (see `strom jobs`).
+    job: String,
+    /// Input records (bids for Nexmark queries).
+    #[arg(long, default_value_t = 10_000_000)]
+    events: u64,
+    /// Parallelism of every operator.
+    #[arg(long, short, default_value_t = 2)]
+    parallelism: u32,
+    /// Number of key groups (the most the job can be rescaled to).
+    #[arg(long, default_value_t = strom_api::DEFAULT_MAX_PARALLELISM)]
+    max_parallelism: u32,
+    /// Nexmark seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Nexmark event-time rate, events per event-time second.
+    #[arg(long, default_value_t = 10_000_000)]
+    events_per_second: u64,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 4096)]
+    batch_size: usize,
+    /// Where the results go.
+    #[arg(long, value_enum, default_value = "print")]
+    output: OutputKind,
+    /// At the end, print one JSON line with the run's figures to stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress line.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+impl RunArgs {
+    fn env(&self, output: &JobOutput) -> anyhow::Result<StreamEnv> {
+        let config = EngineConfig {
+            parallelism: self.parallelism,
+            max_parallelism: self.max_parallelism,
+            batch_size: self.batch_size,
+            error_policy: ErrorPolicy::Fail,
+            ..EngineConfig::default()
+        };
+        config.validate().context("invalid engine configuration")?;
+        let env = StreamEnv::new(&self.job, config);
+        let args = JobArgs { events: self.events, seed: self.seed, events_per_second: self.events_per_second };
+        jobs::build(&env, &self.job, &args, output)?;
+        Ok(env)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Jobs => {
+            for (name, about) in jobs::JOBS {
+                println!("{name:<16} {about}");
+            }
+            Ok(())
+        }
+        Command::Explain(args) => {
+            let graph = args.env(&JobOutput::Discard)?.build()?;
+            print!("{}", physical::explain(&graph, &physical::plan(&graph)?));
+            Ok(())
+        }
+        Command::Run(args) => run(&args),
+    }
+}
+
+fn format_watermark(w: Timestamp) -> String {
+    match w {
+        MIN_WATERMARK => "-".into(),
+        MAX_WATERMARK => "end".into(),
+        w => {
+            let secs = w.div_euclid(1000);
+            let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+            let (y, m, d) = civil_from_days(days);
+            format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60,
+                w.rem_euclid(1000)
+            )
+        }
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn progress_line(metrics: &JobMetrics, sinks: &[usize], started: Instant, last: &mut (u64, Instant)) -> String {
+    let now = Instant::now();
+    let records = metrics.source_records();
+    let rate = (records - last.0) as f64 / now.duration_since(last.1).as_secs_f64().max(1e-3);
+    *last = (records, now);
+    format!(
+        "[{:>6.1}s] {:>12} records  {:>8.2} M records/s  watermark {}",
+        started.elapsed().as_secs_f64(),
+        records,
+        rate / 1e6,
+        format_watermark(metrics.output_watermark(sinks))
+    )
+}
+
+fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let output = match args.output {
+        OutputKind::Print => JobOutput::Print,
+        OutputKind::Discard => JobOutput::Discard,
+        OutputKind::Checksum => JobOutput::Checksum(jobs::checksum_for(&args.job)?),
+    };
+    let env = args.env(&output)?;
+    let graph = env.build()?;
+    if !args.quiet {
+        eprintln!("job '{}' on the embedded runtime:", args.job);
+        eprint!("{}", physical::explain(&graph, &physical::plan(&graph)?));
+    }
+    let started = Instant::now();
+    let job = strom::runtime::start(&graph)?;
+    let metrics = Arc::clone(job.metrics());
+    let sinks = job.sink_tasks().to_vec();
+    let tty = std::io::stderr().is_terminal();
+    let mut last = (0u64, started);
+    let mut ticks = 0u32;
+    while !job.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+        ticks += 1;
+        if !args.quiet && ticks % 10 == 0 {
+            let line = progress_line(&metrics, &sinks, started, &mut last);
+            if tty {
+                eprint!("\r{line}");
+            } else {
+                eprintln!("{line}");
+            }
+            let _ = std::io::stderr().flush();
+        }
+    }
+    job.join()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let records = metrics.source_records();
+    if !args.quiet {
+        if tty {
+            eprintln!();
+        }
+        eprintln!(
+            "done: {records} records in {seconds:.2}s ({:.2} M records/s), peak memory {} MiB",
+            records as f64 / seconds / 1e6,
+            peak_rss_kib() / 1024
+        );
+    }
+    if metrics.malformed_records() > 0 {
+        eprintln!("{} malformed records went to the dead-letter output", metrics.malformed_records());
+    }
+    if args.json {
+        let (results, checksum) = match &output {
+            JobOutput::Checksum(c) => (Some(c.rows()), Some(c.checksum())),
+            _ => (None, None),
+        };
+        let line = serde_json::json!({
+            "engine": "strom",
+            "job": args.job,
+            "events": records,
+            "seconds": seconds,
+            "events_per_sec": records as f64 / seconds,
+            "results": results,
+            "checksum": checksum,
+            "peak_rss_kib": peak_rss_kib(),
+            "parallelism": args.parallelism,
+            "state": "memory",
+        });
+        println!("{line}");
+    }
+    if records == 0 && args.events > 0 {
+        bail!("the job read no input");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermarks_render_as_utc() {
+        assert_eq!(format_watermark(1_700_000_000_000), "2023-11-14T22:13:20.000Z");
+        assert_eq!(format_watermark(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_watermark(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

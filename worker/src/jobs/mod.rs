@@ -1,0 +1,231 @@
+//! Jobs built into the worker binary, run by name (`strom run q5`, and later a `FlinkJob`'s
+//! `spec.job.name`): the Nexmark queries on the DataStream API and the keyed windowed count that the
+//! benchmarks compare with Apache Flink. Each is defined exactly like its Flink peer in
+//! `bench/flink/src/`, so that both engines compute the same rows from the same input.
+
+pub mod checksum;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::Int64Array;
+use arrow::compute::kernels::numeric::{div, mul};
+use arrow::compute::kernels::cmp::eq;
+use arrow::compute::kernels::numeric::rem;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+
+use self::checksum::{ChecksumSink, RowHash};
+use crate::connectors::datagen::KeyedEvents;
+use crate::connectors::nexmark::NexmarkConfig;
+use crate::connectors::nexmark_source::NexmarkSource;
+use crate::connectors::sinks::{CollectSink, DiscardSink, PrintSink};
+use crate::error::{Error, Result};
+use crate::operators::aggregate::Agg;
+use crate::operators::window::{TimeWindow, WindowAssigner, WindowFunction};
+use crate::row::{Row, Value, rows_of};
+use crate::stream::{DataStream, StreamEnv};
+use crate::time::WatermarkStrategy;
+
+/// The jobs this binary knows, with a line about each.
+pub const JOBS: &[(&str, &str)] = &[
+    ("windowed-count", "keyed 1 s tumbling event-time count over generated events with 1000 keys"),
+    ("q0", "Nexmark q0: every bid passed through"),
+    ("q1", "Nexmark q1: bids with the price converted to euros"),
+    ("q2", "Nexmark q2: bids of every 123rd auction, (auction, price)"),
+    ("q5", "Nexmark q5, hot items: per 10 s window sliding by 2 s, the auctions with the most bids"),
+    ("hot-items", "alias of q5"),
+    ("q7", "Nexmark q7: per 10 s window, the bids with the highest price"),
+];
+
+/// What a built-in job runs over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobArgs {
+    /// Input records: generated events for the windowed count, bids for Nexmark.
+    pub events: u64,
+    /// Nexmark seed.
+    pub seed: u64,
+    /// Nexmark event-time rate (events per event-time second).
+    pub events_per_second: u64,
+}
+
+impl Default for JobArgs {
+    fn default() -> Self {
+        Self { events: 10_000_000, seed: 0, events_per_second: NexmarkConfig::default().events_per_second }
+    }
+}
+
+/// Where a built-in job's results go.
+#[derive(Debug, Clone)]
+pub enum JobOutput {
+    Print,
+    Discard,
+    Collect(CollectSink),
+    Checksum(ChecksumSink),
+}
+
+/// The checksum sink matching a job's Flink peer.
+pub fn checksum_for(job: &str) -> Result<ChecksumSink> {
+    Ok(match canonical(job)? {
+        "windowed-count" => ChecksumSink::new(&["key", "window_end", "n"], RowHash::WindowedCount),
+        "q0" | "q1" => ChecksumSink::new(&["auction", "bidder", "price", "date_time"], RowHash::Fold),
+        "q2" => ChecksumSink::new(&["auction", "price"], RowHash::Fold),
+        "q5" => ChecksumSink::new(&["auction", "window_end", "n"], RowHash::Fold),
+        _ => ChecksumSink::new(&["auction", "price", "bidder", "window_end"], RowHash::Fold),
+    })
+}
+
+fn canonical(job: &str) -> Result<&'static str> {
+    Ok(match job {
+        "hot-items" | "q5" => "q5",
+        other => JOBS
+            .iter()
+            .map(|(name, _)| *name)
+            .find(|name| *name == other)
+            .ok_or_else(|| {
+                let known: Vec<&str> = JOBS.iter().map(|(n, _)| *n).collect();
+                Error::plan("job", format!("unknown job '{other}' (known: {})", known.join(", ")))
+            })?,
+    })
+}
+
+/// Adds the job `name` to `env`, writing its results to `output`.
+pub fn build(env: &StreamEnv, name: &str, args: &JobArgs, output: &JobOutput) -> Result<()> {
+    let result = match canonical(name)? {
+        "windowed-count" => windowed_count(env, args),
+        "q0" => bids(env, args).name("q0"),
+        "q1" => q1(env, args),
+        "q2" => q2(env, args),
+        "q5" => q5(env, args),
+        _ => q7(env, args),
+    };
+    match output {
+        JobOutput::Print => result.sink(PrintSink),
+        JobOutput::Discard => result.sink(DiscardSink::new()),
+        JobOutput::Collect(c) => result.sink(c.clone()),
+        JobOutput::Checksum(c) => result.sink(c.clone()),
+    };
+    Ok(())
+}
+
+fn nexmark_config(args: &JobArgs) -> NexmarkConfig {
+    NexmarkConfig { seed: args.seed, events_per_second: args.events_per_second, ..NexmarkConfig::default() }
+}
+
+/// Every bid, all columns, with event time from `date_time`.
+fn bids(env: &StreamEnv, args: &JobArgs) -> DataStream {
+    env.from_source(
+        NexmarkSource::bids(nexmark_config(args), Some(args.events)),
+        Some(WatermarkStrategy::ascending("date_time")),
+    )
+}
+
+fn windowed_count(env: &StreamEnv, args: &JobArgs) -> DataStream {
+    env.from_source(KeyedEvents::new(args.events), Some(WatermarkStrategy::ascending("ts")))
+        .key_by(&["key"])
+        .window(WindowAssigner::tumbling(Duration::from_secs(1)))
+        .aggregate(&[Agg::count("n")])
+}
+
+fn q1(env: &StreamEnv, args: &JobArgs) -> DataStream {
+    let input = bids(env, args);
+    let schema = input.schema().clone();
+    let price = schema.index_of("price").unwrap_or(2);
+    input.map_batches("price in euros", schema, move |batch| {
+        // price * 908 / 1000 in integer arithmetic, exactly as the Flink peer.
+        let dollars = batch.column(price);
+        let euros = div(&mul(dollars, &Int64Array::new_scalar(908))?, &Int64Array::new_scalar(1000))?;
+        let mut columns = batch.columns().to_vec();
+        columns[price] = euros;
+        Ok(RecordBatch::try_new(batch.schema(), columns)?)
+    })
+}
+
+fn q2(env: &StreamEnv, args: &JobArgs) -> DataStream {
+    bids(env, args)
+        .filter_batches("auction % 123 = 0", |batch| {
+            let auction = batch.column_by_name("auction").ok_or_else(|| Error::user("no auction column"))?;
+            let remainder = rem(auction, &Int64Array::new_scalar(123))?;
+            Ok(eq(&remainder, &Int64Array::new_scalar(0))?)
+        })
+        .select(&["auction", "price"])
+}
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, None)
+}
+
+/// Per window: the rows whose `field` equals the window's largest, projected to `out` columns.
+struct KeepMax {
+    field: &'static str,
+    columns: Vec<&'static str>,
+    with_window_end: bool,
+}
+
+impl WindowFunction for KeepMax {
+    fn apply(&self, _key: &Row, window: TimeWindow, elements: &RecordBatch, out: &mut Vec<Row>) -> Result<()> {
+        let schema = elements.schema();
+        let at = |name: &str| schema.index_of(name).map_err(|_| Error::user(format!("no column {name}")));
+        let field = at(self.field)?;
+        let indices: Vec<usize> = self.columns.iter().map(|c| at(c)).collect::<Result<_>>()?;
+        let rows = rows_of(elements)?;
+        let Some(max) = rows.iter().filter_map(|r| r[field].as_i64()).max() else { return Ok(()) };
+        for row in rows.iter().filter(|r| r[field].as_i64() == Some(max)) {
+            let mut projected: Row = indices.iter().map(|&i| row[i].clone()).collect();
+            if self.with_window_end {
+                projected.push(Value::Int(window.end));
+            }
+            out.push(projected);
+        }
+        Ok(())
+    }
+}
+
+fn q5(env: &StreamEnv, args: &JobArgs) -> DataStream {
+    let counts = env
+        .from_source(
+            NexmarkSource::bids(nexmark_config(args), Some(args.events)),
+            Some(WatermarkStrategy::ascending("date_time")),
+        )
+        .key_by(&["auction"])
+        .window(WindowAssigner::sliding(Duration::from_secs(10), Duration::from_secs(2)))
+        .aggregate(&[Agg::count("n")]);
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("auction", DataType::Int64, false),
+        Field::new("window_end", ts_type(), false),
+        Field::new("n", DataType::Int64, false),
+    ]));
+    counts
+        .key_by(&["window_end"])
+        .window(WindowAssigner::tumbling(Duration::from_secs(2)))
+        .process(
+            "hottest auctions",
+            schema,
+            KeepMax { field: "n", columns: vec!["auction", "window_end", "n"], with_window_end: false },
+        )
+}
+
+fn q7(env: &StreamEnv, args: &JobArgs) -> DataStream {
+    let per_auction: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("auction", DataType::Int64, false),
+        Field::new("price", DataType::Int64, false),
+        Field::new("bidder", DataType::Int64, false),
+        Field::new("window_end", ts_type(), false),
+    ]));
+    bids(env, args)
+        .select(&["auction", "bidder", "price", "date_time"])
+        .key_by(&["auction"])
+        .window(WindowAssigner::tumbling(Duration::from_secs(10)))
+        .process(
+            "highest bids of the auction",
+            per_auction.clone(),
+            KeepMax { field: "price", columns: vec!["auction", "price", "bidder"], with_window_end: true },
+        )
+        .key_by(&["window_end"])
+        .window(WindowAssigner::tumbling(Duration::from_secs(10)))
+        .process(
+            "highest bids of the window",
+            per_auction,
+            KeepMax { field: "price", columns: vec!["auction", "price", "bidder", "window_end"], with_window_end: false },
+        )
+}
