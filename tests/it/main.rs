@@ -1,5 +1,8 @@
 //! Strom's integration tests: one test binary, a module per area.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod connectors;
+mod joins;
+mod process;
 mod runtime;
 mod windows;

@@ -1,8 +1,13 @@
 //! Timers of a keyed operator: event-time timers fire when the watermark passes them, processing-time
 //! timers when the wall clock does. A timer is identified by (time, namespace, key); registering it
-//! twice is the same timer, as in Flink. Timers fire in time order, ties broken by namespace and key.
+//! twice is the same timer, as in Flink. Timers fire in time order, then by namespace, then by key.
+//!
+//! Timers are grouped by (time, namespace): windows register one timer per key at the same time, so
+//! the ordered part stays as small as the number of distinct firing times.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
+
+use hashbrown::HashSet;
 
 use crate::state::Namespace;
 use crate::time::{TimeDomain, Timestamp};
@@ -15,15 +20,90 @@ pub struct Timer {
     pub key: Box<[u8]>,
 }
 
+#[derive(Debug, Default)]
+struct Queue {
+    groups: BTreeMap<(Timestamp, Namespace), HashSet<Vec<u8>>>,
+    /// Keys of the group being fired, sorted, popped from the end.
+    firing: Option<((Timestamp, Namespace), Vec<Vec<u8>>)>,
+    len: usize,
+}
+
+impl Queue {
+    fn insert(&mut self, time: Timestamp, namespace: Namespace, key: &[u8]) {
+        let group = self.groups.entry((time, namespace)).or_default();
+        if !group.contains(key) {
+            group.insert(key.to_vec());
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, time: Timestamp, namespace: Namespace, key: &[u8]) {
+        if let Some(group) = self.groups.get_mut(&(time, namespace))
+            && group.remove(key)
+        {
+            self.len -= 1;
+            if group.is_empty() {
+                self.groups.remove(&(time, namespace));
+            }
+        }
+        if let Some((id, keys)) = &mut self.firing
+            && *id == (time, namespace)
+            && let Some(pos) = keys.iter().position(|k| k == key)
+        {
+            keys.remove(pos);
+            self.len -= 1;
+        }
+    }
+
+    fn first_time(&self) -> Option<Timestamp> {
+        let firing = self.firing.as_ref().map(|((t, _), _)| *t);
+        let grouped = self.groups.first_key_value().map(|((t, _), _)| *t);
+        match (firing, grouped) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn pop_due(&mut self, time: Timestamp) -> Option<Timer> {
+        loop {
+            if let Some(((t, ns), keys)) = &mut self.firing {
+                // A group registered meanwhile at an earlier time fires first.
+                let earlier = self.groups.first_key_value().is_some_and(|(id, _)| *id < (*t, *ns));
+                if !earlier {
+                    if let Some(key) = keys.pop() {
+                        self.len -= 1;
+                        return Some(Timer { time: *t, namespace: *ns, key: key.into_boxed_slice() });
+                    }
+                    self.firing = None;
+                    continue;
+                }
+                // Put the rest back and fire the earlier group first.
+                if let Some(((t, ns), keys)) = self.firing.take() {
+                    let group = self.groups.entry((t, ns)).or_default();
+                    group.extend(keys);
+                }
+            }
+            let (&(t, ns), _) = self.groups.first_key_value()?;
+            if t > time {
+                return None;
+            }
+            let group = self.groups.remove(&(t, ns)).unwrap_or_default();
+            let mut keys: Vec<Vec<u8>> = group.into_iter().collect();
+            keys.sort_unstable_by(|a, b| b.cmp(a));
+            self.firing = Some(((t, ns), keys));
+        }
+    }
+}
+
 /// The event-time and processing-time timers of one operator subtask.
 #[derive(Debug, Default)]
 pub struct TimerService {
-    event: BTreeSet<Timer>,
-    processing: BTreeSet<Timer>,
+    event: Queue,
+    processing: Queue,
 }
 
 impl TimerService {
-    fn set(&mut self, domain: TimeDomain) -> &mut BTreeSet<Timer> {
+    fn queue(&mut self, domain: TimeDomain) -> &mut Queue {
         match domain {
             TimeDomain::EventTime => &mut self.event,
             TimeDomain::ProcessingTime => &mut self.processing,
@@ -31,55 +111,35 @@ impl TimerService {
     }
 
     /// Registers a timer; registering an existing one again changes nothing.
-    pub fn register(
-        &mut self,
-        domain: TimeDomain,
-        time: Timestamp,
-        key: &[u8],
-        namespace: Namespace,
-    ) {
-        self.set(domain).insert(Timer {
-            time,
-            namespace,
-            key: key.into(),
-        });
+    pub fn register(&mut self, domain: TimeDomain, time: Timestamp, key: &[u8], namespace: Namespace) {
+        self.queue(domain).insert(time, namespace, key);
     }
 
     /// Deletes a timer if it exists.
-    pub fn delete(
-        &mut self,
-        domain: TimeDomain,
-        time: Timestamp,
-        key: &[u8],
-        namespace: Namespace,
-    ) {
-        self.set(domain).remove(&Timer {
-            time,
-            namespace,
-            key: key.into(),
-        });
+    pub fn delete(&mut self, domain: TimeDomain, time: Timestamp, key: &[u8], namespace: Namespace) {
+        self.queue(domain).remove(time, namespace, key);
     }
 
     /// Removes and returns the earliest timer at or before `time`.
     pub fn pop_due(&mut self, domain: TimeDomain, time: Timestamp) -> Option<Timer> {
-        let set = self.set(domain);
-        if set.first().is_some_and(|t| t.time <= time) {
-            set.pop_first()
-        } else {
-            None
-        }
+        self.queue(domain).pop_due(time)
     }
 
     /// The earliest processing-time timer.
     pub fn next_processing_time(&self) -> Option<Timestamp> {
-        self.processing.first().map(|t| t.time)
+        self.processing.first_time()
+    }
+
+    /// The earliest event-time timer.
+    pub fn next_event_time(&self) -> Option<Timestamp> {
+        self.event.first_time()
     }
 
     /// Number of timers registered in `domain`.
     pub fn len(&self, domain: TimeDomain) -> usize {
         match domain {
-            TimeDomain::EventTime => self.event.len(),
-            TimeDomain::ProcessingTime => self.processing.len(),
+            TimeDomain::EventTime => self.event.len,
+            TimeDomain::ProcessingTime => self.processing.len,
         }
     }
 }
@@ -93,15 +153,32 @@ mod tests {
         let mut t = TimerService::default();
         let ns = Namespace::Global;
         t.register(TimeDomain::EventTime, 20, b"b", ns);
+        t.register(TimeDomain::EventTime, 10, b"z", ns);
         t.register(TimeDomain::EventTime, 10, b"a", ns);
         t.register(TimeDomain::EventTime, 10, b"a", ns);
         t.register(TimeDomain::EventTime, 30, b"c", ns);
         t.delete(TimeDomain::EventTime, 30, b"c", ns);
-        assert_eq!(t.len(TimeDomain::EventTime), 2);
+        assert_eq!(t.len(TimeDomain::EventTime), 3);
         let fired: Vec<_> = std::iter::from_fn(|| t.pop_due(TimeDomain::EventTime, 25))
-            .map(|t| t.time)
+            .map(|t| (t.time, t.key.to_vec()))
             .collect();
-        assert_eq!(fired, vec![10, 20]);
+        assert_eq!(fired, vec![(10, b"a".to_vec()), (10, b"z".to_vec()), (20, b"b".to_vec())]);
         assert!(t.pop_due(TimeDomain::EventTime, i64::MAX).is_none());
+        assert_eq!(t.len(TimeDomain::EventTime), 0);
+    }
+
+    #[test]
+    fn a_timer_registered_while_firing_at_an_earlier_time_fires_first() {
+        let mut t = TimerService::default();
+        let ns = Namespace::Global;
+        t.register(TimeDomain::EventTime, 10, b"a", ns);
+        t.register(TimeDomain::EventTime, 10, b"b", ns);
+        let first = t.pop_due(TimeDomain::EventTime, 100).unwrap();
+        assert_eq!(&*first.key, b"a");
+        t.register(TimeDomain::EventTime, 5, b"x", ns);
+        t.delete(TimeDomain::EventTime, 10, b"b", ns);
+        let next = t.pop_due(TimeDomain::EventTime, 100).unwrap();
+        assert_eq!((next.time, &*next.key), (5, &b"x"[..]));
+        assert!(t.pop_due(TimeDomain::EventTime, 100).is_none());
     }
 }

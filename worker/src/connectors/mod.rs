@@ -2,9 +2,13 @@
 //! by a [`SinkBuilder`]; both hand the plan a factory that makes one instance per subtask.
 
 pub mod collection;
+pub mod datagen;
 pub mod dead_letter;
+pub mod file;
 pub mod nexmark;
+pub mod nexmark_source;
 pub mod sinks;
+mod throttle;
 
 use arrow::datatypes::SchemaRef;
 

@@ -236,7 +236,12 @@ mod tests {
         let ok = NexmarkSource::bids(NexmarkConfig::default(), Some(1))
             .with_projection(&["date_time", "auction"])
             .unwrap();
-        let names: Vec<_> = ok.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let names: Vec<_> = ok
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         assert_eq!(names, ["date_time", "auction"]);
     }
 }

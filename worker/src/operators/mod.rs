@@ -3,6 +3,8 @@
 
 pub mod aggregate;
 pub mod basic;
+pub mod join;
+pub mod process;
 pub mod rolling;
 pub mod watermarks;
 pub mod window;

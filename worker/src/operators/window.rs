@@ -512,7 +512,9 @@ impl<S: KeyedStateBackend> WindowOperator<S> {
 
     fn clear_window(&mut self, key: &[u8], w: &TimeWindow) -> Result<Option<Fired>> {
         let ns = w.namespace();
-        self.state.take(&self.counts, key, &ns)?;
+        if matches!(self.trigger, Trigger::Count(_)) {
+            self.state.take(&self.counts, key, &ns)?;
+        }
         Ok(match self.spec.contents {
             WindowContents::Aggregate(_) => self.state.take(&self.accs, key, &ns)?.map(Fired::Acc),
             WindowContents::Process(..) => {
