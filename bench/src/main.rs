@@ -16,7 +16,11 @@ use serde::Deserialize;
 #[command(about = "Strom against Apache Flink, same jobs, same input, same machine")]
 struct Args {
     /// Jobs to run (windowed-count, q0, q1, q2, q5, q7).
-    #[arg(long, value_delimiter = ',', default_value = "windowed-count,q0,q1,q2,q5,q7")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "windowed-count,q0,q1,q2,q5,q7"
+    )]
     jobs: Vec<String>,
     /// Parallelism of both engines.
     #[arg(long, default_value_t = 2)]
@@ -52,9 +56,15 @@ struct RunResult {
 }
 
 fn run_json(command: &mut Command, what: &str) -> anyhow::Result<RunResult> {
-    let output = command.output().with_context(|| format!("starting {what}"))?;
+    let output = command
+        .output()
+        .with_context(|| format!("starting {what}"))?;
     if !output.status.success() {
-        bail!("{what} failed ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "{what} failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout
@@ -66,7 +76,10 @@ fn run_json(command: &mut Command, what: &str) -> anyhow::Result<RunResult> {
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,9 +101,15 @@ fn main() -> anyhow::Result<()> {
             _ => args.stateless_events,
         };
         let common = |c: &mut Command| {
-            c.arg("--events").arg(events.to_string()).arg("--parallelism").arg(args.parallelism.to_string());
+            c.arg("--events")
+                .arg(events.to_string())
+                .arg("--parallelism")
+                .arg(args.parallelism.to_string());
             if job != "windowed-count" {
-                c.arg("--seed").arg("0").arg("--events-per-second").arg(args.events_per_second.to_string());
+                c.arg("--seed")
+                    .arg("0")
+                    .arg("--events-per-second")
+                    .arg(args.events_per_second.to_string());
             }
         };
         let mut s = Command::new(&strom);
@@ -101,11 +120,15 @@ fn main() -> anyhow::Result<()> {
         f.arg(&flink).arg(job).arg("--state").arg(&args.flink_state);
         common(&mut f);
         let flink_result = run_json(&mut f, &format!("flink {job}"))?;
-        let same = strom_result.results == flink_result.results && strom_result.checksum == flink_result.checksum;
+        let same = strom_result.results == flink_result.results
+            && strom_result.checksum == flink_result.checksum;
         if !same {
             mismatches.push(format!(
                 "{job}: strom {:?}/{:?} vs flink {:?}/{:?} (rows/checksum)",
-                strom_result.results, strom_result.checksum, flink_result.results, flink_result.checksum
+                strom_result.results,
+                strom_result.checksum,
+                flink_result.results,
+                flink_result.checksum
             ));
         }
         println!(
@@ -119,7 +142,11 @@ fn main() -> anyhow::Result<()> {
             flink_result.peak_rss_kib as f64 / 1024.0,
             if same { "yes" } else { "NO" },
         );
-        let _ = (strom_result.seconds, flink_result.seconds, flink_result.events);
+        let _ = (
+            strom_result.seconds,
+            flink_result.seconds,
+            flink_result.events,
+        );
     }
     println!(
         "(parallelism {}; Flink 2.3 MiniCluster, {} state; events/s over the job's run excluding process and cluster start-up)",

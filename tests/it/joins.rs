@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use strom::connectors::collection::{CollectionSource, Item};
 use strom::connectors::sinks::CollectSink;
 use strom::operators::join::{IntervalJoin, LateCounter};

@@ -1,5 +1,5 @@
 //! Strom's integration tests: one test binary, a module per area.
-#![allow(clippy::expect_used, clippy::unwrap_used)]
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::type_complexity)]
 
 mod connectors;
 mod joins;

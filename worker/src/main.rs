@@ -16,7 +16,11 @@ use strom::time::{MAX_WATERMARK, MIN_WATERMARK, Timestamp};
 use strom::{EngineConfig, ErrorPolicy};
 
 #[derive(Parser)]
-#[command(name = "strom", version, about = "Flink's stream processing model, in Rust")]
+#[command(
+    name = "strom",
+    version,
+    about = "Flink's stream processing model, in Rust"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -86,7 +90,11 @@ impl RunArgs {
         };
         config.validate().context("invalid engine configuration")?;
         let env = StreamEnv::new(&self.job, config);
-        let args = JobArgs { events: self.events, seed: self.seed, events_per_second: self.events_per_second };
+        let args = JobArgs {
+            events: self.events,
+            seed: self.seed,
+            events_per_second: self.events_per_second,
+        };
         jobs::build(&env, &self.job, &args, output)?;
         Ok(env)
     }
@@ -157,7 +165,12 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn progress_line(metrics: &JobMetrics, sinks: &[usize], started: Instant, last: &mut (u64, Instant)) -> String {
+fn progress_line(
+    metrics: &JobMetrics,
+    sinks: &[usize],
+    started: Instant,
+    last: &mut (u64, Instant),
+) -> String {
     let now = Instant::now();
     let records = metrics.source_records();
     let rate = (records - last.0) as f64 / now.duration_since(last.1).as_secs_f64().max(1e-3);
@@ -193,7 +206,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     while !job.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
         ticks += 1;
-        if !args.quiet && ticks % 10 == 0 {
+        if !args.quiet && ticks.is_multiple_of(10) {
             let line = progress_line(&metrics, &sinks, started, &mut last);
             if tty {
                 eprint!("\r{line}");
@@ -217,7 +230,10 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         );
     }
     if metrics.malformed_records() > 0 {
-        eprintln!("{} malformed records went to the dead-letter output", metrics.malformed_records());
+        eprintln!(
+            "{} malformed records went to the dead-letter output",
+            metrics.malformed_records()
+        );
     }
     if args.json {
         let (results, checksum) = match &output {
@@ -250,8 +266,14 @@ mod tests {
 
     #[test]
     fn watermarks_render_as_utc() {
-        assert_eq!(format_watermark(1_700_000_000_000), "2023-11-14T22:13:20.000Z");
+        assert_eq!(
+            format_watermark(1_700_000_000_000),
+            "2023-11-14T22:13:20.000Z"
+        );
         assert_eq!(format_watermark(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_watermark(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            format_watermark(951_782_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 }

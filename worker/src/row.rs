@@ -413,6 +413,21 @@ pub fn decode_batch<'a>(
     Ok(RecordBatch::try_new(schema.clone(), decoder.finish())?)
 }
 
+/// Decodes a buffer of rows written back to back into a batch of `schema`.
+pub fn decode_concatenated(schema: &SchemaRef, mut bytes: &[u8]) -> Result<RecordBatch> {
+    let mut decoder = RowDecoder::new(schema.fields().iter().map(|f| f.data_type()))?;
+    let mut rows = 0;
+    while !bytes.is_empty() {
+        let used = decoder.append(bytes)?;
+        bytes = &bytes[used..];
+        rows += 1;
+    }
+    if rows == 0 {
+        return Ok(RecordBatch::new_empty(schema.clone()));
+    }
+    Ok(RecordBatch::try_new(schema.clone(), decoder.finish())?)
+}
+
 /// The value of `array` at `row`.
 pub fn value_at(array: &dyn Array, row: usize) -> Result<Value> {
     if array.is_null(row) {

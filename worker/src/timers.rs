@@ -20,11 +20,14 @@ pub struct Timer {
     pub key: Box<[u8]>,
 }
 
+/// A group being fired: its (time, namespace) and its keys, sorted, popped from the end.
+type Firing = ((Timestamp, Namespace), Vec<Vec<u8>>);
+
 #[derive(Debug, Default)]
 struct Queue {
     groups: BTreeMap<(Timestamp, Namespace), HashSet<Vec<u8>>>,
     /// Keys of the group being fired, sorted, popped from the end.
-    firing: Option<((Timestamp, Namespace), Vec<Vec<u8>>)>,
+    firing: Option<Firing>,
     len: usize,
 }
 
@@ -68,11 +71,18 @@ impl Queue {
         loop {
             if let Some(((t, ns), keys)) = &mut self.firing {
                 // A group registered meanwhile at an earlier time fires first.
-                let earlier = self.groups.first_key_value().is_some_and(|(id, _)| *id < (*t, *ns));
+                let earlier = self
+                    .groups
+                    .first_key_value()
+                    .is_some_and(|(id, _)| *id < (*t, *ns));
                 if !earlier {
                     if let Some(key) = keys.pop() {
                         self.len -= 1;
-                        return Some(Timer { time: *t, namespace: *ns, key: key.into_boxed_slice() });
+                        return Some(Timer {
+                            time: *t,
+                            namespace: *ns,
+                            key: key.into_boxed_slice(),
+                        });
                     }
                     self.firing = None;
                     continue;
@@ -111,12 +121,24 @@ impl TimerService {
     }
 
     /// Registers a timer; registering an existing one again changes nothing.
-    pub fn register(&mut self, domain: TimeDomain, time: Timestamp, key: &[u8], namespace: Namespace) {
+    pub fn register(
+        &mut self,
+        domain: TimeDomain,
+        time: Timestamp,
+        key: &[u8],
+        namespace: Namespace,
+    ) {
         self.queue(domain).insert(time, namespace, key);
     }
 
     /// Deletes a timer if it exists.
-    pub fn delete(&mut self, domain: TimeDomain, time: Timestamp, key: &[u8], namespace: Namespace) {
+    pub fn delete(
+        &mut self,
+        domain: TimeDomain,
+        time: Timestamp,
+        key: &[u8],
+        namespace: Namespace,
+    ) {
         self.queue(domain).remove(time, namespace, key);
     }
 
@@ -162,7 +184,14 @@ mod tests {
         let fired: Vec<_> = std::iter::from_fn(|| t.pop_due(TimeDomain::EventTime, 25))
             .map(|t| (t.time, t.key.to_vec()))
             .collect();
-        assert_eq!(fired, vec![(10, b"a".to_vec()), (10, b"z".to_vec()), (20, b"b".to_vec())]);
+        assert_eq!(
+            fired,
+            vec![
+                (10, b"a".to_vec()),
+                (10, b"z".to_vec()),
+                (20, b"b".to_vec())
+            ]
+        );
         assert!(t.pop_due(TimeDomain::EventTime, i64::MAX).is_none());
         assert_eq!(t.len(TimeDomain::EventTime), 0);
     }

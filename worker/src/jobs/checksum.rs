@@ -28,10 +28,19 @@ pub enum RowHash {
 impl RowHash {
     fn apply(self, fields: &[i64]) -> i64 {
         match self {
-            RowHash::Fold => fields.iter().fold(0i64, |h, &f| h.wrapping_mul(31).wrapping_add(f)),
+            RowHash::Fold => fields
+                .iter()
+                .fold(0i64, |h, &f| h.wrapping_mul(31).wrapping_add(f)),
             RowHash::WindowedCount => {
-                let (k, w, c) = (fields[0], fields.get(1).copied().unwrap_or(0), fields.get(2).copied().unwrap_or(0));
-                k.wrapping_mul(31).wrapping_add(w).wrapping_mul(17).wrapping_add(c)
+                let (k, w, c) = (
+                    fields[0],
+                    fields.get(1).copied().unwrap_or(0),
+                    fields.get(2).copied().unwrap_or(0),
+                );
+                k.wrapping_mul(31)
+                    .wrapping_add(w)
+                    .wrapping_mul(17)
+                    .wrapping_add(c)
             }
         }
     }
@@ -85,10 +94,17 @@ impl Operator for Checksum {
             .iter()
             .map(|&c| cast(batch.column(c), &DataType::Int64))
             .collect::<Result<_, _>>()?;
-        let arrays: Vec<_> = columns.iter().map(|c| c.as_primitive::<Int64Type>()).collect();
+        let arrays: Vec<_> = columns
+            .iter()
+            .map(|c| c.as_primitive::<Int64Type>())
+            .collect();
         for row in 0..batch.num_rows() {
             self.values.clear();
-            self.values.extend(arrays.iter().map(|a| if a.is_null(row) { 0 } else { a.value(row) }));
+            self.values.extend(
+                arrays
+                    .iter()
+                    .map(|a| if a.is_null(row) { 0 } else { a.value(row) }),
+            );
             self.local_sum = self.local_sum.wrapping_add(self.hash.apply(&self.values));
         }
         self.local_rows += batch.num_rows() as u64;
@@ -101,7 +117,10 @@ impl Operator for Checksum {
         let mut current = self.sum.load(Ordering::Relaxed);
         loop {
             let next = current.wrapping_add(self.local_sum as u64);
-            match self.sum.compare_exchange(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+            match self
+                .sum
+                .compare_exchange(current, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
                 Ok(_) => break,
                 Err(seen) => current = seen,
             }
@@ -119,7 +138,11 @@ impl SinkBuilder for ChecksumSink {
 
     fn factory(self, schema: &SchemaRef) -> Result<OperatorFactory> {
         let name = self.name();
-        let columns = self.fields.iter().map(|f| field_index(&name, schema, f)).collect::<Result<Vec<_>>>()?;
+        let columns = self
+            .fields
+            .iter()
+            .map(|f| field_index(&name, schema, f))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Arc::new(move |_| {
             Ok(Box::new(Checksum {
                 columns: columns.clone(),

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::Int64Array;
-use arrow::compute::kernels::numeric::{div, mul};
 use arrow::compute::kernels::cmp::eq;
 use arrow::compute::kernels::numeric::rem;
+use arrow::compute::kernels::numeric::{div, mul};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
@@ -29,13 +29,25 @@ use crate::time::WatermarkStrategy;
 
 /// The jobs this binary knows, with a line about each.
 pub const JOBS: &[(&str, &str)] = &[
-    ("windowed-count", "keyed 1 s tumbling event-time count over generated events with 1000 keys"),
+    (
+        "windowed-count",
+        "keyed 1 s tumbling event-time count over generated events with 1000 keys",
+    ),
     ("q0", "Nexmark q0: every bid passed through"),
     ("q1", "Nexmark q1: bids with the price converted to euros"),
-    ("q2", "Nexmark q2: bids of every 123rd auction, (auction, price)"),
-    ("q5", "Nexmark q5, hot items: per 10 s window sliding by 2 s, the auctions with the most bids"),
+    (
+        "q2",
+        "Nexmark q2: bids of every 123rd auction, (auction, price)",
+    ),
+    (
+        "q5",
+        "Nexmark q5, hot items: per 10 s window sliding by 2 s, the auctions with the most bids",
+    ),
     ("hot-items", "alias of q5"),
-    ("q7", "Nexmark q7: per 10 s window, the bids with the highest price"),
+    (
+        "q7",
+        "Nexmark q7: per 10 s window, the bids with the highest price",
+    ),
 ];
 
 /// What a built-in job runs over.
@@ -51,7 +63,11 @@ pub struct JobArgs {
 
 impl Default for JobArgs {
     fn default() -> Self {
-        Self { events: 10_000_000, seed: 0, events_per_second: NexmarkConfig::default().events_per_second }
+        Self {
+            events: 10_000_000,
+            seed: 0,
+            events_per_second: NexmarkConfig::default().events_per_second,
+        }
     }
 }
 
@@ -68,7 +84,9 @@ pub enum JobOutput {
 pub fn checksum_for(job: &str) -> Result<ChecksumSink> {
     Ok(match canonical(job)? {
         "windowed-count" => ChecksumSink::new(&["key", "window_end", "n"], RowHash::WindowedCount),
-        "q0" | "q1" => ChecksumSink::new(&["auction", "bidder", "price", "date_time"], RowHash::Fold),
+        "q0" | "q1" => {
+            ChecksumSink::new(&["auction", "bidder", "price", "date_time"], RowHash::Fold)
+        }
         "q2" => ChecksumSink::new(&["auction", "price"], RowHash::Fold),
         "q5" => ChecksumSink::new(&["auction", "window_end", "n"], RowHash::Fold),
         _ => ChecksumSink::new(&["auction", "price", "bidder", "window_end"], RowHash::Fold),
@@ -84,7 +102,10 @@ fn canonical(job: &str) -> Result<&'static str> {
             .find(|name| *name == other)
             .ok_or_else(|| {
                 let known: Vec<&str> = JOBS.iter().map(|(n, _)| *n).collect();
-                Error::plan("job", format!("unknown job '{other}' (known: {})", known.join(", ")))
+                Error::plan(
+                    "job",
+                    format!("unknown job '{other}' (known: {})", known.join(", ")),
+                )
             })?,
     })
 }
@@ -109,7 +130,11 @@ pub fn build(env: &StreamEnv, name: &str, args: &JobArgs, output: &JobOutput) ->
 }
 
 fn nexmark_config(args: &JobArgs) -> NexmarkConfig {
-    NexmarkConfig { seed: args.seed, events_per_second: args.events_per_second, ..NexmarkConfig::default() }
+    NexmarkConfig {
+        seed: args.seed,
+        events_per_second: args.events_per_second,
+        ..NexmarkConfig::default()
+    }
 }
 
 /// Every bid, all columns, with event time from `date_time`.
@@ -121,10 +146,13 @@ fn bids(env: &StreamEnv, args: &JobArgs) -> DataStream {
 }
 
 fn windowed_count(env: &StreamEnv, args: &JobArgs) -> DataStream {
-    env.from_source(KeyedEvents::new(args.events), Some(WatermarkStrategy::ascending("ts")))
-        .key_by(&["key"])
-        .window(WindowAssigner::tumbling(Duration::from_secs(1)))
-        .aggregate(&[Agg::count("n")])
+    env.from_source(
+        KeyedEvents::new(args.events),
+        Some(WatermarkStrategy::ascending("ts")),
+    )
+    .key_by(&["key"])
+    .window(WindowAssigner::tumbling(Duration::from_secs(1)))
+    .aggregate(&[Agg::count("n")])
 }
 
 fn q1(env: &StreamEnv, args: &JobArgs) -> DataStream {
@@ -134,7 +162,10 @@ fn q1(env: &StreamEnv, args: &JobArgs) -> DataStream {
     input.map_batches("price in euros", schema, move |batch| {
         // price * 908 / 1000 in integer arithmetic, exactly as the Flink peer.
         let dollars = batch.column(price);
-        let euros = div(&mul(dollars, &Int64Array::new_scalar(908))?, &Int64Array::new_scalar(1000))?;
+        let euros = div(
+            &mul(dollars, &Int64Array::new_scalar(908))?,
+            &Int64Array::new_scalar(1000),
+        )?;
         let mut columns = batch.columns().to_vec();
         columns[price] = euros;
         Ok(RecordBatch::try_new(batch.schema(), columns)?)
@@ -144,7 +175,9 @@ fn q1(env: &StreamEnv, args: &JobArgs) -> DataStream {
 fn q2(env: &StreamEnv, args: &JobArgs) -> DataStream {
     bids(env, args)
         .filter_batches("auction % 123 = 0", |batch| {
-            let auction = batch.column_by_name("auction").ok_or_else(|| Error::user("no auction column"))?;
+            let auction = batch
+                .column_by_name("auction")
+                .ok_or_else(|| Error::user("no auction column"))?;
             let remainder = rem(auction, &Int64Array::new_scalar(123))?;
             Ok(eq(&remainder, &Int64Array::new_scalar(0))?)
         })
@@ -163,13 +196,25 @@ struct KeepMax {
 }
 
 impl WindowFunction for KeepMax {
-    fn apply(&self, _key: &Row, window: TimeWindow, elements: &RecordBatch, out: &mut Vec<Row>) -> Result<()> {
+    fn apply(
+        &self,
+        _key: &Row,
+        window: TimeWindow,
+        elements: &RecordBatch,
+        out: &mut Vec<Row>,
+    ) -> Result<()> {
         let schema = elements.schema();
-        let at = |name: &str| schema.index_of(name).map_err(|_| Error::user(format!("no column {name}")));
+        let at = |name: &str| {
+            schema
+                .index_of(name)
+                .map_err(|_| Error::user(format!("no column {name}")))
+        };
         let field = at(self.field)?;
         let indices: Vec<usize> = self.columns.iter().map(|c| at(c)).collect::<Result<_>>()?;
         let rows = rows_of(elements)?;
-        let Some(max) = rows.iter().filter_map(|r| r[field].as_i64()).max() else { return Ok(()) };
+        let Some(max) = rows.iter().filter_map(|r| r[field].as_i64()).max() else {
+            return Ok(());
+        };
         for row in rows.iter().filter(|r| r[field].as_i64() == Some(max)) {
             let mut projected: Row = indices.iter().map(|&i| row[i].clone()).collect();
             if self.with_window_end {
@@ -188,7 +233,10 @@ fn q5(env: &StreamEnv, args: &JobArgs) -> DataStream {
             Some(WatermarkStrategy::ascending("date_time")),
         )
         .key_by(&["auction"])
-        .window(WindowAssigner::sliding(Duration::from_secs(10), Duration::from_secs(2)))
+        .window(WindowAssigner::sliding(
+            Duration::from_secs(10),
+            Duration::from_secs(2),
+        ))
         .aggregate(&[Agg::count("n")]);
     let schema: SchemaRef = Arc::new(Schema::new(vec![
         Field::new("auction", DataType::Int64, false),
@@ -201,7 +249,11 @@ fn q5(env: &StreamEnv, args: &JobArgs) -> DataStream {
         .process(
             "hottest auctions",
             schema,
-            KeepMax { field: "n", columns: vec!["auction", "window_end", "n"], with_window_end: false },
+            KeepMax {
+                field: "n",
+                columns: vec!["auction", "window_end", "n"],
+                with_window_end: false,
+            },
         )
 }
 
@@ -219,13 +271,21 @@ fn q7(env: &StreamEnv, args: &JobArgs) -> DataStream {
         .process(
             "highest bids of the auction",
             per_auction.clone(),
-            KeepMax { field: "price", columns: vec!["auction", "price", "bidder"], with_window_end: true },
+            KeepMax {
+                field: "price",
+                columns: vec!["auction", "price", "bidder"],
+                with_window_end: true,
+            },
         )
         .key_by(&["window_end"])
         .window(WindowAssigner::tumbling(Duration::from_secs(10)))
         .process(
             "highest bids of the window",
             per_auction,
-            KeepMax { field: "price", columns: vec!["auction", "price", "bidder", "window_end"], with_window_end: false },
+            KeepMax {
+                field: "price",
+                columns: vec!["auction", "price", "bidder", "window_end"],
+                with_window_end: false,
+            },
         )
 }

@@ -363,7 +363,12 @@ impl BoundAgg {
 
     /// Merges `other` into `slot`.
     pub fn merge(&self, slot: &mut AccSlot, other: AccSlot) -> Result<()> {
-        match (slot, other) {
+        self.merge_ref(slot, &other)
+    }
+
+    /// Merges a borrowed `other` into `slot`.
+    pub fn merge_ref(&self, slot: &mut AccSlot, other: &AccSlot) -> Result<()> {
+        match (slot, other.clone()) {
             (AccSlot::Int(a), AccSlot::Int(b)) => *a = a.wrapping_add(b),
             (AccSlot::Float(a), AccSlot::Float(b)) => *a += b,
             (AccSlot::MaybeInt(a), AccSlot::MaybeInt(b)) => {

@@ -17,7 +17,9 @@
 //! when the watermark reaches a window's last millisecond, every pair of a left and a right record of
 //! the same key in that window is emitted and the window's buffers are dropped. A record whose
 //! windows have all fired already (`window end - 1 <= watermark`) is late. Session windows merge
-//! when they touch, across both inputs.
+//! when they touch, across both inputs; as in [`super::window`], a record whose own session window
+//! `[t, t + gap)` is behind the watermark is late even if it touches a live session (Flink would
+//! merge it in first).
 //!
 //! **Interval join**: a left record at `t` joins every right record of its key at `t_r` with
 //! `t + lower <= t_r <= t + upper`. Pairs are emitted as soon as both records are there. A record is

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::keys::{KeyRows, KeySpec};
 use crate::operator::{Operator, Output, SubtaskInfo};
 use crate::row::{self, Row, RowDecoder};
-use crate::state::{KeyedStateBackend, ListState, Namespace, ValueState};
+use crate::state::{KeyedStateBackend, Namespace, ValueState};
 use crate::time::{MAX_WATERMARK, MIN_WATERMARK, TimeDomain, Timestamp, millis, now_millis};
 use crate::timers::TimerService;
 
@@ -363,10 +363,17 @@ pub struct WindowOperator<S: KeyedStateBackend> {
     output_schema: SchemaRef,
     state: S,
     accs: ValueState<Accumulator>,
-    elements: ListState<Vec<u8>>,
+    /// Full-window contents: the records in the row format, back to back.
+    elements: ValueState<Vec<u8>>,
     counts: ValueState<u64>,
     sessions: ValueState<Vec<(Timestamp, Timestamp)>>,
     timers: TimerService,
+    /// Sliding windows kept as panes of one slide each (see [`WindowOperator::panes`]).
+    panes: Option<Panes>,
+    /// In pane mode: the keys that have state in each pane, by pane start.
+    pane_keys: std::collections::BTreeMap<Timestamp, Vec<Vec<u8>>>,
+    /// In pane mode: the end of the next window to fire.
+    next_pane_end: Timestamp,
     watermark: Timestamp,
     keys: KeyRows,
     windows: Vec<TimeWindow>,
@@ -374,9 +381,20 @@ pub struct WindowOperator<S: KeyedStateBackend> {
     row_buf: Vec<u8>,
 }
 
+/// Sliding event-time windows whose size is a multiple of the slide, without allowed lateness and
+/// with the default trigger, keep one accumulator per key and *pane* (a slide-long slice) instead of
+/// one per window: a record updates one pane instead of `size / slide` windows, and a window's result
+/// is the merge of its panes when it fires. The output is the same.
+#[derive(Debug, Clone, Copy)]
+struct Panes {
+    size: i64,
+    slide: i64,
+    offset: i64,
+}
+
 enum Fired {
     Acc(Accumulator),
-    Rows(Vec<Vec<u8>>),
+    Rows(Vec<u8>),
 }
 
 impl<S: KeyedStateBackend> WindowOperator<S> {
@@ -388,10 +406,30 @@ impl<S: KeyedStateBackend> WindowOperator<S> {
             t => (t, false),
         };
         let output_schema = spec.output_schema(&info.name)?;
+        let panes = match (&spec.assigner, &trigger, &spec.contents) {
+            (
+                WindowAssigner::Sliding {
+                    size,
+                    slide,
+                    offset,
+                    domain: TimeDomain::EventTime,
+                },
+                Trigger::EventTime,
+                WindowContents::Aggregate(_),
+            ) if !purging && spec.allowed_lateness == 0 && size % slide == 0 => Some(Panes {
+                size: *size,
+                slide: *slide,
+                offset: *offset,
+            }),
+            _ => None,
+        };
         Ok(Self {
+            panes,
+            pane_keys: std::collections::BTreeMap::new(),
+            next_pane_end: MIN_WATERMARK,
             domain: spec.assigner.domain().unwrap_or(TimeDomain::EventTime),
             accs: state.value_state("window-accumulators"),
-            elements: state.list_state("window-elements"),
+            elements: state.value_state("window-elements"),
             counts: state.value_state("trigger-count"),
             sessions: state.value_state("session-windows"),
             info,
@@ -477,8 +515,19 @@ impl<S: KeyedStateBackend> WindowOperator<S> {
             WindowContents::Process(..) => {
                 self.row_buf.clear();
                 row::encode_row(batch.columns(), row, &mut self.row_buf)?;
-                self.state
-                    .list_add(&self.elements, key, &ns, self.row_buf.clone())
+                let mut created = false;
+                let bytes = &self.row_buf;
+                self.state.upsert(
+                    &self.elements,
+                    key,
+                    &ns,
+                    || {
+                        created = true;
+                        Vec::new()
+                    },
+                    |buffer| buffer.extend_from_slice(bytes),
+                )?;
+                Ok(created)
             }
         }
     }
@@ -518,8 +567,7 @@ impl<S: KeyedStateBackend> WindowOperator<S> {
         Ok(match self.spec.contents {
             WindowContents::Aggregate(_) => self.state.take(&self.accs, key, &ns)?.map(Fired::Acc),
             WindowContents::Process(..) => {
-                let rows = self.state.list_take(&self.elements, key, &ns)?;
-                (!rows.is_empty()).then_some(Fired::Rows(rows))
+                self.state.take(&self.elements, key, &ns)?.map(Fired::Rows)
             }
         })
     }
@@ -529,8 +577,7 @@ impl<S: KeyedStateBackend> WindowOperator<S> {
         Ok(match self.spec.contents {
             WindowContents::Aggregate(_) => self.state.get(&self.accs, key, &ns)?.map(Fired::Acc),
             WindowContents::Process(..) => {
-                let rows = self.state.list_get(&self.elements, key, &ns)?;
-                (!rows.is_empty()).then_some(Fired::Rows(rows))
+                self.state.get(&self.elements, key, &ns)?.map(Fired::Rows)
             }
         })
     }
@@ -633,9 +680,14 @@ impl<S: KeyedStateBackend> WindowOperator<S> {
                     }
                 }
                 WindowContents::Process(..) => {
-                    for r in self.state.list_take(&self.elements, key, &ns)? {
-                        self.state
-                            .list_add(&self.elements, key, &merged.namespace(), r)?;
+                    if let Some(rows) = self.state.take(&self.elements, key, &ns)? {
+                        self.state.upsert(
+                            &self.elements,
+                            key,
+                            &merged.namespace(),
+                            Vec::new,
+                            |buffer| buffer.extend_from_slice(&rows),
+                        )?;
                     }
                 }
             }
@@ -662,6 +714,115 @@ impl<S: KeyedStateBackend> WindowOperator<S> {
         Ok(())
     }
 
+    /// Adds a record to its pane; returns false if every window it belongs to has already fired.
+    fn add_to_pane(
+        &mut self,
+        panes: Panes,
+        key: &[u8],
+        ts: Timestamp,
+        inputs: &[AggInput],
+        row: usize,
+    ) -> Result<bool> {
+        let start = ts - (ts - panes.offset).rem_euclid(panes.slide);
+        // The last window holding the record starts with its pane.
+        let last_end = start + panes.size;
+        if last_end - 1 <= self.watermark {
+            return Ok(false);
+        }
+        let WindowContents::Aggregate(aggs) = &self.spec.contents else {
+            return Ok(true);
+        };
+        let ns = Namespace::Window {
+            start,
+            end: start + panes.slide,
+        };
+        let mut created = false;
+        self.state.upsert(
+            &self.accs,
+            key,
+            &ns,
+            || {
+                created = true;
+                aggs.iter().map(BoundAgg::create).collect()
+            },
+            |acc| -> Result<()> {
+                for ((agg, slot), input) in aggs.iter().zip(acc.iter_mut()).zip(inputs) {
+                    agg.add(slot, input, row)?;
+                }
+                Ok(())
+            },
+        )??;
+        if created {
+            self.pane_keys.entry(start).or_default().push(key.to_vec());
+        }
+        Ok(true)
+    }
+
+    /// Fires window `w` of `key` from its panes and drops the pane no later window needs.
+    fn fire_panes(&mut self, panes: Panes, key: &[u8], w: TimeWindow) -> Result<()> {
+        let WindowContents::Aggregate(aggs) = &self.spec.contents else {
+            return Ok(());
+        };
+        let mut merged: Option<Accumulator> = None;
+        let mut start = w.start;
+        while start < w.end {
+            let ns = Namespace::Window {
+                start,
+                end: start + panes.slide,
+            };
+            if start == w.start {
+                if let Some(pane) = self.state.take(&self.accs, key, &ns)? {
+                    merge_into(aggs, &mut merged, &pane)?;
+                }
+            } else {
+                self.state
+                    .with_value(&self.accs, key, &ns, |pane| match pane {
+                        Some(pane) => merge_into(aggs, &mut merged, pane),
+                        None => Ok(()),
+                    })??;
+            }
+            start += panes.slide;
+        }
+        if let Some(acc) = merged {
+            self.fired.push((key.into(), w, Fired::Acc(acc)));
+        }
+        Ok(())
+    }
+
+    /// Fires, in order, every pane-mode window that ends at or before the watermark.
+    fn fire_pane_windows(&mut self, panes: Panes, watermark: Timestamp) -> Result<()> {
+        while let Some((&first, _)) = self.pane_keys.first_key_value() {
+            // No window ending before `first + slide` holds a pane.
+            let end = self.next_pane_end.max(first + panes.slide);
+            if end - 1 > watermark {
+                break;
+            }
+            let start = end - panes.size;
+            let mut keys: Vec<&Vec<u8>> = self
+                .pane_keys
+                .range(start..end)
+                .flat_map(|(_, k)| k)
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            let keys: Vec<Vec<u8>> = keys.into_iter().cloned().collect();
+            for key in keys {
+                self.fire_panes(panes, &key, TimeWindow { start, end })?;
+            }
+            self.pane_keys.remove(&start);
+            self.next_pane_end = end + panes.slide;
+        }
+        // Windows ending at or before the watermark are done, with or without state: a pane created
+        // later must not fire them.
+        if watermark < MAX_WATERMARK - 2 * panes.slide {
+            let x = watermark + 2;
+            let first_open =
+                x + (panes.slide - (x - panes.offset).rem_euclid(panes.slide)) % panes.slide;
+            self.next_pane_end = self.next_pane_end.max(first_open);
+        }
+        Ok(())
+    }
+
     fn on_timer(
         &mut self,
         domain: TimeDomain,
@@ -669,6 +830,9 @@ impl<S: KeyedStateBackend> WindowOperator<S> {
         key: &[u8],
         w: TimeWindow,
     ) -> Result<()> {
+        if let Some(panes) = self.panes {
+            return self.fire_panes(panes, key, w);
+        }
         let fires = match (&self.trigger, domain) {
             (Trigger::EventTime, TimeDomain::EventTime)
             | (Trigger::ProcessingTime, TimeDomain::ProcessingTime) => time == w.max_timestamp(),
@@ -730,10 +894,7 @@ impl<S: KeyedStateBackend> WindowOperator<S> {
                         row::rows_of(&row::decode_batch(&key_schema(&self.spec), [&key[..]])?)?
                             .pop()
                             .unwrap_or_default();
-                    let batch = row::decode_batch(
-                        &self.spec.input_schema,
-                        elements.iter().map(Vec::as_slice),
-                    )?;
+                    let batch = row::decode_concatenated(&self.spec.input_schema, elements)?;
                     function
                         .apply(&key_row, *w, &batch, &mut rows)
                         .map_err(|e| self.info.fail(e))?;
@@ -753,6 +914,23 @@ impl<S: KeyedStateBackend> WindowOperator<S> {
         };
         Some((values, offset))
     }
+}
+
+/// Merges `pane` into `merged` (starting it from a copy if empty).
+fn merge_into(
+    aggs: &[BoundAgg],
+    merged: &mut Option<Accumulator>,
+    pane: &Accumulator,
+) -> Result<()> {
+    match merged {
+        None => *merged = Some(pane.clone()),
+        Some(acc) => {
+            for ((agg, slot), other) in aggs.iter().zip(acc.iter_mut()).zip(pane) {
+                agg.merge_ref(slot, other)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn key_schema(spec: &WindowSpec) -> SchemaRef {
@@ -797,6 +975,12 @@ impl<S: KeyedStateBackend> Operator for WindowOperator<S> {
                 }
                 None => now,
             };
+            if let Some(panes) = self.panes {
+                if !self.add_to_pane(panes, key, ts, &inputs, row)? {
+                    late_rows.push(row as u32);
+                }
+                continue;
+            }
             self.spec.assigner.assign(ts, &mut windows);
             let mut skipped = true;
             for w in &windows {
@@ -838,6 +1022,9 @@ impl<S: KeyedStateBackend> Operator for WindowOperator<S> {
 
     fn on_watermark(&mut self, watermark: Timestamp, out: &mut Output) -> Result<()> {
         self.watermark = watermark;
+        if let Some(panes) = self.panes {
+            self.fire_pane_windows(panes, watermark)?;
+        }
         self.fire_due(TimeDomain::EventTime, watermark)?;
         self.emit_fired(out)
     }

@@ -26,6 +26,9 @@ use crate::operator::{SourceContext, SubtaskInfo};
 use crate::plan::physical::{PhysicalGraph, plan};
 use crate::plan::{LogicalGraph, NodeKind, Partitioning};
 
+/// The channels into one subtask, each with the input it feeds.
+type Inputs = Vec<(Receiver<Message>, usize)>;
+
 /// A job running in this process.
 pub struct JobHandle {
     threads: Vec<(String, JoinHandle<Result<()>>)>,
@@ -111,7 +114,8 @@ pub fn start_physical(graph: &LogicalGraph, physical: &PhysicalGraph) -> Result<
     let max_parallelism = config.max_parallelism;
 
     // Channels: receivers per consumer subtask, senders per (edge, producer subtask).
-    let mut receivers: Vec<Vec<Vec<(Receiver<Message>, usize)>>> = physical
+    // [task][subtask] -> (receiver, input) of every channel into that subtask.
+    let mut receivers: Vec<Vec<Inputs>> = physical
         .tasks
         .iter()
         .map(|t| (0..t.parallelism).map(|_| Vec::new()).collect())

@@ -45,7 +45,10 @@ impl Equivalent<Slot> for SlotRef<'_> {
 
 impl From<&SlotRef<'_>> for Slot {
     fn from(r: &SlotRef<'_>) -> Self {
-        Slot { ns: *r.ns, key: r.key.to_vec() }
+        Slot {
+            ns: *r.ns,
+            key: r.key.to_vec(),
+        }
     }
 }
 
@@ -66,7 +69,9 @@ pub struct MemoryStateBackend {
 impl std::fmt::Debug for MemoryStateBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = self.states.iter().map(|s| s.name.as_str()).collect();
-        f.debug_struct("MemoryStateBackend").field("states", &names).finish()
+        f.debug_struct("MemoryStateBackend")
+            .field("states", &names)
+            .finish()
     }
 }
 
@@ -105,12 +110,25 @@ impl MemoryStateBackend {
             .ok_or_else(|| Error::user(format!("state #{id} was registered with another type")))
     }
 
-    fn slot<T: Default + 'static>(&mut self, id: usize, key: &[u8], ns: &Namespace) -> Result<&mut T> {
+    fn slot<T: Default + 'static>(
+        &mut self,
+        id: usize,
+        key: &[u8],
+        ns: &Namespace,
+    ) -> Result<&mut T> {
         let table = self.table_mut::<T>(id)?;
         if !table.contains_key(&at(key, ns)) {
-            table.insert(Slot { ns: *ns, key: key.to_vec() }, T::default());
+            table.insert(
+                Slot {
+                    ns: *ns,
+                    key: key.to_vec(),
+                },
+                T::default(),
+            );
         }
-        table.get_mut(&at(key, ns)).ok_or_else(|| Error::user("state entry vanished"))
+        table
+            .get_mut(&at(key, ns))
+            .ok_or_else(|| Error::user("state entry vanished"))
     }
 
     fn remove<T: 'static>(&mut self, id: usize, key: &[u8], ns: &Namespace) -> Result<Option<T>> {
@@ -131,8 +149,23 @@ impl KeyedStateBackend for MemoryStateBackend {
         MapState::new(self.register::<BTreeMap<K, V>>(name))
     }
 
-    fn get<T: StateValue>(&self, state: &ValueState<T>, key: &[u8], ns: &Namespace) -> Result<Option<T>> {
+    fn get<T: StateValue>(
+        &self,
+        state: &ValueState<T>,
+        key: &[u8],
+        ns: &Namespace,
+    ) -> Result<Option<T>> {
         Ok(self.table::<T>(state.id)?.get(&at(key, ns)).cloned())
+    }
+
+    fn with_value<T: StateValue, R>(
+        &self,
+        state: &ValueState<T>,
+        key: &[u8],
+        ns: &Namespace,
+        f: impl FnOnce(Option<&T>) -> R,
+    ) -> Result<R> {
+        Ok(f(self.table::<T>(state.id)?.get(&at(key, ns))))
     }
 
     fn update<T: StateValue, R>(
@@ -146,7 +179,13 @@ impl KeyedStateBackend for MemoryStateBackend {
         let mut current = table.remove(&at(key, ns));
         let result = f(&mut current);
         if let Some(v) = current {
-            table.insert(Slot { ns: *ns, key: key.to_vec() }, v);
+            table.insert(
+                Slot {
+                    ns: *ns,
+                    key: key.to_vec(),
+                },
+                v,
+            );
         }
         Ok(result)
     }
@@ -163,24 +202,55 @@ impl KeyedStateBackend for MemoryStateBackend {
         if let Some(value) = table.get_mut(&at(key, ns)) {
             return Ok(f(value));
         }
-        Ok(f(table.entry(Slot { ns: *ns, key: key.to_vec() }).or_insert_with(init)))
+        Ok(f(table
+            .entry(Slot {
+                ns: *ns,
+                key: key.to_vec(),
+            })
+            .or_insert_with(init)))
     }
 
-    fn take<T: StateValue>(&mut self, state: &ValueState<T>, key: &[u8], ns: &Namespace) -> Result<Option<T>> {
+    fn take<T: StateValue>(
+        &mut self,
+        state: &ValueState<T>,
+        key: &[u8],
+        ns: &Namespace,
+    ) -> Result<Option<T>> {
         self.remove::<T>(state.id, key, ns)
     }
 
-    fn list_add<T: StateValue>(&mut self, state: &ListState<T>, key: &[u8], ns: &Namespace, value: T) -> Result<bool> {
+    fn list_add<T: StateValue>(
+        &mut self,
+        state: &ListState<T>,
+        key: &[u8],
+        ns: &Namespace,
+        value: T,
+    ) -> Result<bool> {
         let list = self.slot::<Vec<T>>(state.id, key, ns)?;
         list.push(value);
         Ok(list.len() == 1)
     }
 
-    fn list_get<T: StateValue>(&self, state: &ListState<T>, key: &[u8], ns: &Namespace) -> Result<Vec<T>> {
-        Ok(self.table::<Vec<T>>(state.id)?.get(&at(key, ns)).cloned().unwrap_or_default())
+    fn list_get<T: StateValue>(
+        &self,
+        state: &ListState<T>,
+        key: &[u8],
+        ns: &Namespace,
+    ) -> Result<Vec<T>> {
+        Ok(self
+            .table::<Vec<T>>(state.id)?
+            .get(&at(key, ns))
+            .cloned()
+            .unwrap_or_default())
     }
 
-    fn list_put<T: StateValue>(&mut self, state: &ListState<T>, key: &[u8], ns: &Namespace, values: Vec<T>) -> Result<()> {
+    fn list_put<T: StateValue>(
+        &mut self,
+        state: &ListState<T>,
+        key: &[u8],
+        ns: &Namespace,
+        values: Vec<T>,
+    ) -> Result<()> {
         if values.is_empty() {
             self.remove::<Vec<T>>(state.id, key, ns)?;
         } else {
@@ -189,11 +259,24 @@ impl KeyedStateBackend for MemoryStateBackend {
         Ok(())
     }
 
-    fn list_take<T: StateValue>(&mut self, state: &ListState<T>, key: &[u8], ns: &Namespace) -> Result<Vec<T>> {
-        Ok(self.remove::<Vec<T>>(state.id, key, ns)?.unwrap_or_default())
+    fn list_take<T: StateValue>(
+        &mut self,
+        state: &ListState<T>,
+        key: &[u8],
+        ns: &Namespace,
+    ) -> Result<Vec<T>> {
+        Ok(self
+            .remove::<Vec<T>>(state.id, key, ns)?
+            .unwrap_or_default())
     }
 
-    fn map_get<K: MapKey, V: StateValue>(&self, state: &MapState<K, V>, key: &[u8], ns: &Namespace, map_key: &K) -> Result<Option<V>> {
+    fn map_get<K: MapKey, V: StateValue>(
+        &self,
+        state: &MapState<K, V>,
+        key: &[u8],
+        ns: &Namespace,
+        map_key: &K,
+    ) -> Result<Option<V>> {
         Ok(self
             .table::<BTreeMap<K, V>>(state.id)?
             .get(&at(key, ns))
@@ -201,14 +284,30 @@ impl KeyedStateBackend for MemoryStateBackend {
             .cloned())
     }
 
-    fn map_put<K: MapKey, V: StateValue>(&mut self, state: &MapState<K, V>, key: &[u8], ns: &Namespace, map_key: K, value: V) -> Result<()> {
-        self.slot::<BTreeMap<K, V>>(state.id, key, ns)?.insert(map_key, value);
+    fn map_put<K: MapKey, V: StateValue>(
+        &mut self,
+        state: &MapState<K, V>,
+        key: &[u8],
+        ns: &Namespace,
+        map_key: K,
+        value: V,
+    ) -> Result<()> {
+        self.slot::<BTreeMap<K, V>>(state.id, key, ns)?
+            .insert(map_key, value);
         Ok(())
     }
 
-    fn map_remove<K: MapKey, V: StateValue>(&mut self, state: &MapState<K, V>, key: &[u8], ns: &Namespace, map_key: &K) -> Result<Option<V>> {
+    fn map_remove<K: MapKey, V: StateValue>(
+        &mut self,
+        state: &MapState<K, V>,
+        key: &[u8],
+        ns: &Namespace,
+        map_key: &K,
+    ) -> Result<Option<V>> {
         let table = self.table_mut::<BTreeMap<K, V>>(state.id)?;
-        let Some(map) = table.get_mut(&at(key, ns)) else { return Ok(None) };
+        let Some(map) = table.get_mut(&at(key, ns)) else {
+            return Ok(None);
+        };
         let removed = map.remove(map_key);
         if map.is_empty() {
             table.remove(&at(key, ns));
@@ -216,7 +315,12 @@ impl KeyedStateBackend for MemoryStateBackend {
         Ok(removed)
     }
 
-    fn map_entries<K: MapKey, V: StateValue>(&self, state: &MapState<K, V>, key: &[u8], ns: &Namespace) -> Result<Vec<(K, V)>> {
+    fn map_entries<K: MapKey, V: StateValue>(
+        &self,
+        state: &MapState<K, V>,
+        key: &[u8],
+        ns: &Namespace,
+    ) -> Result<Vec<(K, V)>> {
         Ok(self
             .table::<BTreeMap<K, V>>(state.id)?
             .get(&at(key, ns))
@@ -224,12 +328,20 @@ impl KeyedStateBackend for MemoryStateBackend {
             .unwrap_or_default())
     }
 
-    fn map_clear<K: MapKey, V: StateValue>(&mut self, state: &MapState<K, V>, key: &[u8], ns: &Namespace) -> Result<()> {
+    fn map_clear<K: MapKey, V: StateValue>(
+        &mut self,
+        state: &MapState<K, V>,
+        key: &[u8],
+        ns: &Namespace,
+    ) -> Result<()> {
         self.remove::<BTreeMap<K, V>>(state.id, key, ns)?;
         Ok(())
     }
 
     fn entries(&self) -> usize {
-        self.states.iter().map(|s| (s.entries)(s.table.as_ref())).sum()
+        self.states
+            .iter()
+            .map(|s| (s.entries)(s.table.as_ref()))
+            .sum()
     }
 }

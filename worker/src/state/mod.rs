@@ -62,10 +62,13 @@ pub struct MapState<K, V> {
     _t: PhantomData<fn() -> (K, V)>,
 }
 
+/// How a reducing state folds a value into its accumulator.
+pub type ReduceFn<T> = Box<dyn Fn(&mut T, T) + Send + Sync>;
+
 /// Handle of a registered reducing state: values added are folded into one with its function.
 pub struct ReducingState<T> {
     pub(crate) value: ValueState<T>,
-    pub(crate) reduce: Box<dyn Fn(&mut T, T) + Send>,
+    pub(crate) reduce: ReduceFn<T>,
 }
 
 impl<T> std::fmt::Debug for ReducingState<T> {
@@ -130,7 +133,7 @@ pub trait KeyedStateBackend: Send + 'static {
     fn reducing_state<T: StateValue>(
         &mut self,
         name: &str,
-        reduce: impl Fn(&mut T, T) + Send + 'static,
+        reduce: impl Fn(&mut T, T) + Send + Sync + 'static,
     ) -> ReducingState<T> {
         ReducingState {
             value: self.value_state(name),
@@ -139,6 +142,16 @@ pub trait KeyedStateBackend: Send + 'static {
     }
 
     /// The value for `key` in `ns`.
+    /// Calls `f` with the value for `key` in `ns`, without copying it where the backend can.
+    fn with_value<T: StateValue, R>(
+        &self,
+        state: &ValueState<T>,
+        key: &[u8],
+        ns: &Namespace,
+        f: impl FnOnce(Option<&T>) -> R,
+    ) -> Result<R> {
+        Ok(f(self.get(state, key, ns)?.as_ref()))
+    }
     fn get<T: StateValue>(
         &self,
         state: &ValueState<T>,
