@@ -8,11 +8,12 @@ pub mod checksum;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::Int64Array;
+use arrow::array::{AsArray, Int64Array};
 use arrow::compute::kernels::cmp::eq;
 use arrow::compute::kernels::numeric::rem;
 use arrow::compute::kernels::numeric::{div, mul};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
 use self::checksum::{ChecksumSink, RowHash};
@@ -209,18 +210,20 @@ impl WindowFunction for KeepMax {
                 .index_of(name)
                 .map_err(|_| Error::user(format!("no column {name}")))
         };
-        let field = at(self.field)?;
-        let indices: Vec<usize> = self.columns.iter().map(|c| at(c)).collect::<Result<_>>()?;
-        let rows = rows_of(elements)?;
-        let Some(max) = rows.iter().filter_map(|r| r[field].as_i64()).max() else {
+        let values = cast(elements.column(at(self.field)?), &DataType::Int64)?;
+        let values = values.as_primitive::<Int64Type>();
+        let Some(max) = arrow::compute::max(values) else {
             return Ok(());
         };
-        for row in rows.iter().filter(|r| r[field].as_i64() == Some(max)) {
-            let mut projected: Row = indices.iter().map(|&i| row[i].clone()).collect();
+        let keep = eq(values, &Int64Array::new_scalar(max))?;
+        let kept = filter_record_batch(elements, &keep)?;
+        let indices: Vec<usize> = self.columns.iter().map(|c| at(c)).collect::<Result<_>>()?;
+        for row in rows_of(&kept.project(&indices)?)? {
+            let mut row = row;
             if self.with_window_end {
-                projected.push(Value::Int(window.end));
+                row.push(Value::Int(window.end));
             }
-            out.push(projected);
+            out.push(row);
         }
         Ok(())
     }
@@ -232,6 +235,7 @@ fn q5(env: &StreamEnv, args: &JobArgs) -> DataStream {
             NexmarkSource::bids(nexmark_config(args), Some(args.events)),
             Some(WatermarkStrategy::ascending("date_time")),
         )
+        .select(&["auction", "date_time"])
         .key_by(&["auction"])
         .window(WindowAssigner::sliding(
             Duration::from_secs(10),

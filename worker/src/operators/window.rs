@@ -10,6 +10,8 @@
 //! API and the timer service, so every backend holds the same data.
 
 use std::sync::Arc;
+
+use hashbrown::HashMap;
 use std::time::Duration;
 
 use arrow::array::{ArrayRef, AsArray, TimestampMillisecondArray, UInt32Array};
@@ -370,8 +372,8 @@ pub struct WindowOperator<S: KeyedStateBackend> {
     timers: TimerService,
     /// Sliding windows kept as panes of one slide each (see [`WindowOperator::panes`]).
     panes: Option<Panes>,
-    /// In pane mode: the keys that have state in each pane, by pane start.
-    pane_keys: std::collections::BTreeMap<Timestamp, Vec<Vec<u8>>>,
+    /// In pane mode: the starts of the panes that hold state.
+    pane_starts: std::collections::BTreeSet<Timestamp>,
     /// In pane mode: the end of the next window to fire.
     next_pane_end: Timestamp,
     watermark: Timestamp,
@@ -407,6 +409,20 @@ impl<S: KeyedStateBackend> WindowOperator<S> {
         };
         let output_schema = spec.output_schema(&info.name)?;
         let panes = match (&spec.assigner, &trigger, &spec.contents) {
+            // A tumbling window is its own single pane.
+            (
+                WindowAssigner::Tumbling {
+                    size,
+                    offset,
+                    domain: TimeDomain::EventTime,
+                },
+                Trigger::EventTime,
+                WindowContents::Aggregate(_),
+            ) if !purging && spec.allowed_lateness == 0 => Some(Panes {
+                size: *size,
+                slide: *size,
+                offset: *offset,
+            }),
             (
                 WindowAssigner::Sliding {
                     size,
@@ -425,7 +441,7 @@ impl<S: KeyedStateBackend> WindowOperator<S> {
         };
         Ok(Self {
             panes,
-            pane_keys: std::collections::BTreeMap::new(),
+            pane_starts: std::collections::BTreeSet::new(),
             next_pane_end: MIN_WATERMARK,
             domain: spec.assigner.domain().unwrap_or(TimeDomain::EventTime),
             accs: state.value_state("window-accumulators"),
@@ -714,102 +730,130 @@ impl<S: KeyedStateBackend> WindowOperator<S> {
         Ok(())
     }
 
-    /// Adds a record to its pane; returns false if every window it belongs to has already fired.
-    fn add_to_pane(
+    /// Adds a batch to its panes: first aggregated per (key, pane) within the batch, so that the
+    /// state is touched once per distinct key and pane rather than once per record. Records whose
+    /// every window has already fired are returned as late.
+    fn add_batch_to_panes(
         &mut self,
         panes: Panes,
-        key: &[u8],
-        ts: Timestamp,
+        keys: &KeyRows,
+        timestamps: &[i64],
+        offset: i64,
         inputs: &[AggInput],
-        row: usize,
-    ) -> Result<bool> {
-        let start = ts - (ts - panes.offset).rem_euclid(panes.slide);
-        // The last window holding the record starts with its pane.
-        let last_end = start + panes.size;
-        if last_end - 1 <= self.watermark {
-            return Ok(false);
-        }
-        let WindowContents::Aggregate(aggs) = &self.spec.contents else {
-            return Ok(true);
-        };
-        let ns = Namespace::Window {
-            start,
-            end: start + panes.slide,
-        };
-        let mut created = false;
-        self.state.upsert(
-            &self.accs,
-            key,
-            &ns,
-            || {
-                created = true;
-                aggs.iter().map(BoundAgg::create).collect()
-            },
-            |acc| -> Result<()> {
-                for ((agg, slot), input) in aggs.iter().zip(acc.iter_mut()).zip(inputs) {
-                    agg.add(slot, input, row)?;
-                }
-                Ok(())
-            },
-        )??;
-        if created {
-            self.pane_keys.entry(start).or_default().push(key.to_vec());
-        }
-        Ok(true)
-    }
-
-    /// Fires window `w` of `key` from its panes and drops the pane no later window needs.
-    fn fire_panes(&mut self, panes: Panes, key: &[u8], w: TimeWindow) -> Result<()> {
+        late_rows: &mut Vec<u32>,
+    ) -> Result<()> {
         let WindowContents::Aggregate(aggs) = &self.spec.contents else {
             return Ok(());
         };
-        let mut merged: Option<Accumulator> = None;
-        let mut start = w.start;
-        while start < w.end {
+        let mut local: HashMap<(&[u8], Timestamp), Accumulator> = HashMap::new();
+        for (row, &ts) in timestamps.iter().enumerate() {
+            let ts = ts + offset;
+            let start = ts - (ts - panes.offset).rem_euclid(panes.slide);
+            // The last window holding the record starts with its pane.
+            if start + panes.size - 1 <= self.watermark {
+                late_rows.push(row as u32);
+                continue;
+            }
+            let acc = local
+                .entry((keys.get(row), start))
+                .or_insert_with(|| aggs.iter().map(BoundAgg::create).collect());
+            for ((agg, slot), input) in aggs.iter().zip(acc.iter_mut()).zip(inputs) {
+                agg.add(slot, input, row)?;
+            }
+        }
+        for ((key, start), acc) in local {
             let ns = Namespace::Window {
                 start,
                 end: start + panes.slide,
             };
-            if start == w.start {
-                if let Some(pane) = self.state.take(&self.accs, key, &ns)? {
-                    merge_into(aggs, &mut merged, &pane)?;
-                }
-            } else {
-                self.state
-                    .with_value(&self.accs, key, &ns, |pane| match pane {
-                        Some(pane) => merge_into(aggs, &mut merged, pane),
-                        None => Ok(()),
-                    })??;
+            let pending = std::cell::RefCell::new(Some(acc));
+            let mut created = false;
+            self.state.upsert(
+                &self.accs,
+                key,
+                &ns,
+                || {
+                    created = true;
+                    pending.borrow_mut().take().unwrap_or_default()
+                },
+                |target| -> Result<()> {
+                    if let Some(acc) = pending.borrow_mut().take() {
+                        for ((agg, slot), other) in aggs.iter().zip(target.iter_mut()).zip(acc) {
+                            agg.merge(slot, other)?;
+                        }
+                    }
+                    Ok(())
+                },
+            )??;
+            if created {
+                self.pane_starts.insert(start);
             }
-            start += panes.slide;
-        }
-        if let Some(acc) = merged {
-            self.fired.push((key.into(), w, Fired::Acc(acc)));
         }
         Ok(())
     }
 
-    /// Fires, in order, every pane-mode window that ends at or before the watermark.
+    /// Fires, in order, every pane-mode window that ends at or before the watermark: each window's
+    /// result per key is the merge of the key's accumulators in the window's panes, and the oldest
+    /// pane, which no later window holds, is dropped.
     fn fire_pane_windows(&mut self, panes: Panes, watermark: Timestamp) -> Result<()> {
-        while let Some((&first, _)) = self.pane_keys.first_key_value() {
+        let WindowContents::Aggregate(aggs) = &self.spec.contents else {
+            return Ok(());
+        };
+        while let Some(&first) = self.pane_starts.first() {
             // No window ending before `first + slide` holds a pane.
             let end = self.next_pane_end.max(first + panes.slide);
             if end - 1 > watermark {
                 break;
             }
             let start = end - panes.size;
-            let mut keys: Vec<&Vec<u8>> = self
-                .pane_keys
-                .range(start..end)
-                .flat_map(|(_, k)| k)
-                .collect();
-            keys.sort_unstable();
-            keys.dedup();
-            let keys: Vec<Vec<u8>> = keys.into_iter().cloned().collect();
-            for key in keys {
-                self.fire_panes(panes, &key, TimeWindow { start, end })?;
+            let window = TimeWindow { start, end };
+            let oldest = Namespace::Window {
+                start,
+                end: start + panes.slide,
+            };
+            let drained = self.state.drain_namespace(&self.accs, &oldest)?;
+            if panes.size == panes.slide {
+                self.fired.extend(
+                    drained
+                        .into_iter()
+                        .map(|(key, acc)| (key.into_boxed_slice(), window, Fired::Acc(acc))),
+                );
+            } else {
+                let mut merged: HashMap<Vec<u8>, Accumulator> = drained.into_iter().collect();
+                let later: Vec<Timestamp> = self
+                    .pane_starts
+                    .range(start + panes.slide..end)
+                    .copied()
+                    .collect();
+                for pane in later {
+                    let ns = Namespace::Window {
+                        start: pane,
+                        end: pane + panes.slide,
+                    };
+                    self.state
+                        .for_each_in_namespace(&self.accs, &ns, |key, acc| {
+                            match merged.entry_ref(key) {
+                                hashbrown::hash_map::EntryRef::Vacant(v) => {
+                                    v.insert(acc.clone());
+                                }
+                                hashbrown::hash_map::EntryRef::Occupied(mut o) => {
+                                    for ((agg, slot), other) in
+                                        aggs.iter().zip(o.get_mut().iter_mut()).zip(acc)
+                                    {
+                                        agg.merge_ref(slot, other)?;
+                                    }
+                                }
+                            }
+                            Ok(())
+                        })?;
+                }
+                self.fired.extend(
+                    merged
+                        .into_iter()
+                        .map(|(key, acc)| (key.into_boxed_slice(), window, Fired::Acc(acc))),
+                );
             }
-            self.pane_keys.remove(&start);
+            self.pane_starts.remove(&start);
             self.next_pane_end = end + panes.slide;
         }
         // Windows ending at or before the watermark are done, with or without state: a pane created
@@ -830,9 +874,6 @@ impl<S: KeyedStateBackend> WindowOperator<S> {
         key: &[u8],
         w: TimeWindow,
     ) -> Result<()> {
-        if let Some(panes) = self.panes {
-            return self.fire_panes(panes, key, w);
-        }
         let fires = match (&self.trigger, domain) {
             (Trigger::EventTime, TimeDomain::EventTime)
             | (Trigger::ProcessingTime, TimeDomain::ProcessingTime) => time == w.max_timestamp(),
@@ -916,23 +957,6 @@ impl<S: KeyedStateBackend> WindowOperator<S> {
     }
 }
 
-/// Merges `pane` into `merged` (starting it from a copy if empty).
-fn merge_into(
-    aggs: &[BoundAgg],
-    merged: &mut Option<Accumulator>,
-    pane: &Accumulator,
-) -> Result<()> {
-    match merged {
-        None => *merged = Some(pane.clone()),
-        Some(acc) => {
-            for ((agg, slot), other) in aggs.iter().zip(acc.iter_mut()).zip(pane) {
-                agg.merge_ref(slot, other)?;
-            }
-        }
-    }
-    Ok(())
-}
-
 fn key_schema(spec: &WindowSpec) -> SchemaRef {
     Arc::new(Schema::new(
         spec.key
@@ -964,7 +988,15 @@ impl<S: KeyedStateBackend> Operator for WindowOperator<S> {
         let now = now_millis();
         let mut late_rows: Vec<u32> = Vec::new();
         let mut windows = std::mem::take(&mut self.windows);
-        for row in 0..batch.num_rows() {
+        if let (Some(panes), Some((values, offset))) = (self.panes, timestamps) {
+            self.add_batch_to_panes(panes, &keys, values, offset, &inputs, &mut late_rows)?;
+        }
+        let rows = if self.panes.is_some() {
+            0
+        } else {
+            batch.num_rows()
+        };
+        for row in 0..rows {
             let key = keys.get(row);
             let ts = match timestamps {
                 Some((values, offset)) => values[row] + offset,
@@ -975,12 +1007,6 @@ impl<S: KeyedStateBackend> Operator for WindowOperator<S> {
                 }
                 None => now,
             };
-            if let Some(panes) = self.panes {
-                if !self.add_to_pane(panes, key, ts, &inputs, row)? {
-                    late_rows.push(row as u32);
-                }
-                continue;
-            }
             self.spec.assigner.assign(ts, &mut windows);
             let mut skipped = true;
             for w in &windows {

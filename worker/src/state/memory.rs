@@ -1,58 +1,16 @@
-//! The in-memory keyed state backend: every state is one hash table from (namespace, key) to a Rust
-//! object, so reading and updating costs one hash lookup and no serialisation (Flink's heap backend).
+//! The in-memory keyed state backend: every state is a table `namespace -> key -> value` of Rust
+//! objects, so reading and updating costs a hash lookup and no serialisation (Flink's heap backend),
+//! and everything in one namespace (a window, a pane) can be visited or dropped without lookups.
 
 use std::any::Any;
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 
-use hashbrown::{Equivalent, HashMap};
+use hashbrown::HashMap;
 
 use super::{KeyedStateBackend, ListState, MapKey, MapState, Namespace, StateValue, ValueState};
 use crate::error::{Error, Result};
 
-/// The owned address of a state entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Slot {
-    ns: Namespace,
-    key: Vec<u8>,
-}
-
-/// The borrowed address used for lookups, hashing exactly like [`Slot`].
-struct SlotRef<'a> {
-    ns: &'a Namespace,
-    key: &'a [u8],
-}
-
-impl Hash for Slot {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.ns.hash(state);
-        self.key.as_slice().hash(state);
-    }
-}
-
-impl Hash for SlotRef<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.ns.hash(state);
-        self.key.hash(state);
-    }
-}
-
-impl Equivalent<Slot> for SlotRef<'_> {
-    fn equivalent(&self, other: &Slot) -> bool {
-        *self.ns == other.ns && self.key == other.key.as_slice()
-    }
-}
-
-impl From<&SlotRef<'_>> for Slot {
-    fn from(r: &SlotRef<'_>) -> Self {
-        Slot {
-            ns: *r.ns,
-            key: r.key.to_vec(),
-        }
-    }
-}
-
-type Table<T> = HashMap<Slot, T>;
+type Table<T> = HashMap<Namespace, HashMap<Vec<u8>, T>>;
 
 struct Registered {
     name: String,
@@ -76,11 +34,9 @@ impl std::fmt::Debug for MemoryStateBackend {
 }
 
 fn count_entries<T: 'static>(table: &dyn Any) -> usize {
-    table.downcast_ref::<Table<T>>().map_or(0, HashMap::len)
-}
-
-fn at<'a>(key: &'a [u8], ns: &'a Namespace) -> SlotRef<'a> {
-    SlotRef { ns, key }
+    table
+        .downcast_ref::<Table<T>>()
+        .map_or(0, |t| t.values().map(HashMap::len).sum())
 }
 
 impl MemoryStateBackend {
@@ -110,29 +66,34 @@ impl MemoryStateBackend {
             .ok_or_else(|| Error::user(format!("state #{id} was registered with another type")))
     }
 
+    fn lookup<T: 'static>(&self, id: usize, key: &[u8], ns: &Namespace) -> Result<Option<&T>> {
+        Ok(self.table::<T>(id)?.get(ns).and_then(|keys| keys.get(key)))
+    }
+
     fn slot<T: Default + 'static>(
         &mut self,
         id: usize,
         key: &[u8],
         ns: &Namespace,
     ) -> Result<&mut T> {
-        let table = self.table_mut::<T>(id)?;
-        if !table.contains_key(&at(key, ns)) {
-            table.insert(
-                Slot {
-                    ns: *ns,
-                    key: key.to_vec(),
-                },
-                T::default(),
-            );
-        }
-        table
-            .get_mut(&at(key, ns))
-            .ok_or_else(|| Error::user("state entry vanished"))
+        Ok(self
+            .table_mut::<T>(id)?
+            .entry(*ns)
+            .or_default()
+            .entry_ref(key)
+            .or_default())
     }
 
     fn remove<T: 'static>(&mut self, id: usize, key: &[u8], ns: &Namespace) -> Result<Option<T>> {
-        Ok(self.table_mut::<T>(id)?.remove(&at(key, ns)))
+        let table = self.table_mut::<T>(id)?;
+        let Some(keys) = table.get_mut(ns) else {
+            return Ok(None);
+        };
+        let value = keys.remove(key);
+        if keys.is_empty() {
+            table.remove(ns);
+        }
+        Ok(value)
     }
 }
 
@@ -149,15 +110,6 @@ impl KeyedStateBackend for MemoryStateBackend {
         MapState::new(self.register::<BTreeMap<K, V>>(name))
     }
 
-    fn get<T: StateValue>(
-        &self,
-        state: &ValueState<T>,
-        key: &[u8],
-        ns: &Namespace,
-    ) -> Result<Option<T>> {
-        Ok(self.table::<T>(state.id)?.get(&at(key, ns)).cloned())
-    }
-
     fn with_value<T: StateValue, R>(
         &self,
         state: &ValueState<T>,
@@ -165,7 +117,16 @@ impl KeyedStateBackend for MemoryStateBackend {
         ns: &Namespace,
         f: impl FnOnce(Option<&T>) -> R,
     ) -> Result<R> {
-        Ok(f(self.table::<T>(state.id)?.get(&at(key, ns))))
+        Ok(f(self.lookup::<T>(state.id, key, ns)?))
+    }
+
+    fn get<T: StateValue>(
+        &self,
+        state: &ValueState<T>,
+        key: &[u8],
+        ns: &Namespace,
+    ) -> Result<Option<T>> {
+        Ok(self.lookup::<T>(state.id, key, ns)?.cloned())
     }
 
     fn update<T: StateValue, R>(
@@ -175,17 +136,13 @@ impl KeyedStateBackend for MemoryStateBackend {
         ns: &Namespace,
         f: impl FnOnce(&mut Option<T>) -> R,
     ) -> Result<R> {
-        let table = self.table_mut::<T>(state.id)?;
-        let mut current = table.remove(&at(key, ns));
+        let mut current = self.remove::<T>(state.id, key, ns)?;
         let result = f(&mut current);
         if let Some(v) = current {
-            table.insert(
-                Slot {
-                    ns: *ns,
-                    key: key.to_vec(),
-                },
-                v,
-            );
+            self.table_mut::<T>(state.id)?
+                .entry(*ns)
+                .or_default()
+                .insert(key.to_vec(), v);
         }
         Ok(result)
     }
@@ -198,16 +155,8 @@ impl KeyedStateBackend for MemoryStateBackend {
         init: impl FnOnce() -> T,
         f: impl FnOnce(&mut T) -> R,
     ) -> Result<R> {
-        let table = self.table_mut::<T>(state.id)?;
-        if let Some(value) = table.get_mut(&at(key, ns)) {
-            return Ok(f(value));
-        }
-        Ok(f(table
-            .entry(Slot {
-                ns: *ns,
-                key: key.to_vec(),
-            })
-            .or_insert_with(init)))
+        let keys = self.table_mut::<T>(state.id)?.entry(*ns).or_default();
+        Ok(f(keys.entry_ref(key).or_insert_with(init)))
     }
 
     fn take<T: StateValue>(
@@ -217,6 +166,32 @@ impl KeyedStateBackend for MemoryStateBackend {
         ns: &Namespace,
     ) -> Result<Option<T>> {
         self.remove::<T>(state.id, key, ns)
+    }
+
+    fn for_each_in_namespace<T: StateValue>(
+        &self,
+        state: &ValueState<T>,
+        ns: &Namespace,
+        mut f: impl FnMut(&[u8], &T) -> Result<()>,
+    ) -> Result<()> {
+        if let Some(keys) = self.table::<T>(state.id)?.get(ns) {
+            for (key, value) in keys {
+                f(key, value)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn drain_namespace<T: StateValue>(
+        &mut self,
+        state: &ValueState<T>,
+        ns: &Namespace,
+    ) -> Result<Vec<(Vec<u8>, T)>> {
+        Ok(self
+            .table_mut::<T>(state.id)?
+            .remove(ns)
+            .map(|keys| keys.into_iter().collect())
+            .unwrap_or_default())
     }
 
     fn list_add<T: StateValue>(
@@ -238,8 +213,7 @@ impl KeyedStateBackend for MemoryStateBackend {
         ns: &Namespace,
     ) -> Result<Vec<T>> {
         Ok(self
-            .table::<Vec<T>>(state.id)?
-            .get(&at(key, ns))
+            .lookup::<Vec<T>>(state.id, key, ns)?
             .cloned()
             .unwrap_or_default())
     }
@@ -278,8 +252,7 @@ impl KeyedStateBackend for MemoryStateBackend {
         map_key: &K,
     ) -> Result<Option<V>> {
         Ok(self
-            .table::<BTreeMap<K, V>>(state.id)?
-            .get(&at(key, ns))
+            .lookup::<BTreeMap<K, V>>(state.id, key, ns)?
             .and_then(|m| m.get(map_key))
             .cloned())
     }
@@ -305,12 +278,18 @@ impl KeyedStateBackend for MemoryStateBackend {
         map_key: &K,
     ) -> Result<Option<V>> {
         let table = self.table_mut::<BTreeMap<K, V>>(state.id)?;
-        let Some(map) = table.get_mut(&at(key, ns)) else {
+        let Some(keys) = table.get_mut(ns) else {
+            return Ok(None);
+        };
+        let Some(map) = keys.get_mut(key) else {
             return Ok(None);
         };
         let removed = map.remove(map_key);
         if map.is_empty() {
-            table.remove(&at(key, ns));
+            keys.remove(key);
+            if keys.is_empty() {
+                table.remove(ns);
+            }
         }
         Ok(removed)
     }
@@ -322,8 +301,7 @@ impl KeyedStateBackend for MemoryStateBackend {
         ns: &Namespace,
     ) -> Result<Vec<(K, V)>> {
         Ok(self
-            .table::<BTreeMap<K, V>>(state.id)?
-            .get(&at(key, ns))
+            .lookup::<BTreeMap<K, V>>(state.id, key, ns)?
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default())
     }

@@ -291,6 +291,21 @@ pub trait KeyedStateBackend: Send + 'static {
         self.get(&state.value, key, ns)
     }
 
+    /// Calls `f` with every key's value in namespace `ns` (in no particular order).
+    fn for_each_in_namespace<T: StateValue>(
+        &self,
+        state: &ValueState<T>,
+        ns: &Namespace,
+        f: impl FnMut(&[u8], &T) -> Result<()>,
+    ) -> Result<()>;
+
+    /// Removes every key's value in namespace `ns` and returns them (in no particular order).
+    fn drain_namespace<T: StateValue>(
+        &mut self,
+        state: &ValueState<T>,
+        ns: &Namespace,
+    ) -> Result<Vec<(Vec<u8>, T)>>;
+
     /// Number of (key, namespace) entries across all states; for metrics and tests.
     fn entries(&self) -> usize;
 }
@@ -322,6 +337,18 @@ mod tests {
         assert!(created);
         b.upsert(&count, b"c", &w1, || 0, |v| *v += 1).unwrap();
         assert_eq!(b.take(&count, b"c", &w1).unwrap(), Some(12));
+        let mut in_w2 = Vec::new();
+        b.for_each_in_namespace(&count, &w2, |k, v| {
+            in_w2.push((k.to_vec(), *v));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(in_w2, vec![(b"a".to_vec(), 7)]);
+        assert_eq!(
+            b.drain_namespace(&count, &w2).unwrap(),
+            vec![(b"a".to_vec(), 7)]
+        );
+        assert_eq!(b.get(&count, b"a", &w2).unwrap(), None);
         b.put(&count, b"a", &w2, 7).unwrap();
         b.put(&count, b"b", &w1, 1).unwrap();
         assert_eq!(b.get(&count, b"a", &w1).unwrap(), Some(4));
