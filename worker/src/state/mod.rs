@@ -337,6 +337,16 @@ mod tests {
         assert!(created);
         b.upsert(&count, b"c", &w1, || 0, |v| *v += 1).unwrap();
         assert_eq!(b.take(&count, b"c", &w1).unwrap(), Some(12));
+        b.put(&count, b"a", &w2, 7).unwrap();
+        b.put(&count, b"b", &w1, 1).unwrap();
+        assert_eq!(b.get(&count, b"a", &w1).unwrap(), Some(4));
+        assert_eq!(b.get(&count, b"a", &w2).unwrap(), Some(7));
+        assert_eq!(b.take(&count, b"a", &w1).unwrap(), Some(4));
+        assert_eq!(b.get(&count, b"a", &w1).unwrap(), None);
+        // Registering again by name finds the same state.
+        let again: ValueState<i64> = b.value_state("count");
+        assert_eq!(b.get(&again, b"b", &w1).unwrap(), Some(1));
+
         let mut in_w2 = Vec::new();
         b.for_each_in_namespace(&count, &w2, |k, v| {
             in_w2.push((k.to_vec(), *v));
@@ -349,15 +359,6 @@ mod tests {
             vec![(b"a".to_vec(), 7)]
         );
         assert_eq!(b.get(&count, b"a", &w2).unwrap(), None);
-        b.put(&count, b"a", &w2, 7).unwrap();
-        b.put(&count, b"b", &w1, 1).unwrap();
-        assert_eq!(b.get(&count, b"a", &w1).unwrap(), Some(4));
-        assert_eq!(b.get(&count, b"a", &w2).unwrap(), Some(7));
-        assert_eq!(b.take(&count, b"a", &w1).unwrap(), Some(4));
-        assert_eq!(b.get(&count, b"a", &w1).unwrap(), None);
-        // Registering again by name finds the same state.
-        let again: ValueState<i64> = b.value_state("count");
-        assert_eq!(b.get(&again, b"b", &w1).unwrap(), Some(1));
 
         let list: ListState<String> = b.list_state("list");
         assert!(
