@@ -2,7 +2,9 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::type_complexity)]
 
 mod connectors;
+mod jobs;
 mod joins;
 mod process;
 mod runtime;
+mod time;
 mod windows;

@@ -145,7 +145,10 @@ impl EdgeWriter {
 }
 
 /// Per-channel watermark bookkeeping of a consumer: its watermark is the minimum over the channels
-/// that are neither idle nor finished, and never goes back.
+/// that are active (not idle) and aligned, and never goes back. A channel back from idleness with a
+/// watermark behind the combined one is not aligned: it rejoins the minimum once it has caught up
+/// (as in Flink's `StatusWatermarkValve`). A finished channel counts as the maximum watermark: it
+/// holds nothing back, also when every other channel is idle.
 #[derive(Debug)]
 pub(crate) struct WatermarkValve {
     channels: Vec<ChannelStatus>,
@@ -209,11 +212,19 @@ impl WatermarkValve {
     }
 
     fn advance(&mut self) -> Option<Timestamp> {
+        let current = self.current;
         let min = self
             .channels
             .iter()
-            .filter(|c| !c.idle && !c.finished)
-            .map(|c| c.watermark)
+            .filter(|c| !c.idle)
+            .map(|c| {
+                if c.finished {
+                    crate::time::MAX_WATERMARK
+                } else {
+                    c.watermark
+                }
+            })
+            .filter(|&w| w >= current)
             .min()?;
         (min > self.current).then(|| {
             self.current = min;
@@ -242,7 +253,35 @@ mod tests {
         assert_eq!(v.idle(1, false), (None, Some(false)));
         assert_eq!(v.current, 7);
         assert_eq!(v.watermark(1, 20), Some(20));
-        assert_eq!(v.finish(1), None);
+        // Channel 1 ends while the others are idle: nothing holds the watermark back any more.
+        assert_eq!(v.finish(1), Some(crate::time::MAX_WATERMARK));
         assert!(!v.all_finished());
+    }
+
+    #[test]
+    fn a_channel_back_from_idleness_rejoins_once_it_has_caught_up() {
+        let mut v = WatermarkValve::new(2);
+        assert_eq!(v.watermark(0, 5), None);
+        assert_eq!(v.idle(1, true), (Some(5), None));
+        assert_eq!(v.watermark(0, 10), Some(10));
+        // Back with an older watermark: it does not hold the others back...
+        assert_eq!(v.idle(1, false), (None, None));
+        assert_eq!(v.watermark(1, 7), None);
+        assert_eq!(v.watermark(0, 12), Some(12));
+        // ...until it has caught up.
+        assert_eq!(v.watermark(1, 15), None);
+        assert_eq!(v.watermark(0, 20), Some(15));
+    }
+
+    #[test]
+    fn an_ended_channel_holds_nothing_back() {
+        let mut v = WatermarkValve::new(2);
+        assert_eq!(v.watermark(0, 5), None);
+        assert_eq!(v.watermark(1, 3), Some(3));
+        assert_eq!(v.finish(0), None);
+        assert_eq!(
+            v.idle(1, true),
+            (Some(crate::time::MAX_WATERMARK), Some(true))
+        );
     }
 }
