@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
 use parking_lot::Mutex;
 
 use super::SinkBuilder;
@@ -79,8 +80,8 @@ impl SinkBuilder for CollectSink {
     }
 }
 
-/// Prints every record to stdout as one line of comma-separated values, prefixed by the subtask
-/// (`2> ...`) as Flink's print sink does when parallel.
+/// Prints every record to stdout as one line of `field=value` pairs (timestamps in ISO 8601),
+/// prefixed by the subtask (`2> ...`) when parallel, as Flink's print sink does.
 #[derive(Debug, Clone, Default)]
 pub struct PrintSink;
 
@@ -88,26 +89,27 @@ struct Print {
     prefix: String,
 }
 
-fn render(row: &Row) -> String {
-    row.iter()
-        .map(|v| match v {
-            crate::row::Value::Null => "null".to_owned(),
-            crate::row::Value::Bool(b) => b.to_string(),
-            crate::row::Value::Int(i) => i.to_string(),
-            crate::row::Value::UInt(i) => i.to_string(),
-            crate::row::Value::Float(f) => f.to_string(),
-            crate::row::Value::Str(s) => s.clone(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 impl Operator for Print {
     fn process(&mut self, _input: usize, batch: RecordBatch, _out: &mut Output) -> Result<()> {
+        let options = FormatOptions::default().with_null("null");
+        let schema = batch.schema();
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         let mut stdout = std::io::stdout().lock();
-        for row in rows_of(&batch)? {
-            writeln!(stdout, "{}{}", self.prefix, render(&row))
-                .map_err(|e| Error::io("printing", e))?;
+        for row in 0..batch.num_rows() {
+            let mut line = self.prefix.clone();
+            for (i, (field, formatter)) in schema.fields().iter().zip(&formatters).enumerate() {
+                if i > 0 {
+                    line.push_str(", ");
+                }
+                line.push_str(field.name());
+                line.push('=');
+                line.push_str(&formatter.value(row).to_string());
+            }
+            writeln!(stdout, "{line}").map_err(|e| Error::io("printing", e))?;
         }
         Ok(())
     }
@@ -120,11 +122,7 @@ impl SinkBuilder for PrintSink {
 
     fn factory(self, _schema: &SchemaRef) -> Result<OperatorFactory> {
         Ok(Arc::new(|info| {
-            let prefix = if info.parallelism > 1 {
-                format!("{}> ", info.index + 1)
-            } else {
-                String::new()
-            };
+            let prefix = if info.parallelism > 1 { format!("{}> ", info.index + 1) } else { String::new() };
             Ok(Box::new(Print { prefix }) as Box<dyn Operator>)
         }))
     }
