@@ -33,8 +33,6 @@ pub struct EngineConfig {
     pub batch_size: usize,
     /// Batches a channel between two subtasks holds before its producer blocks (backpressure).
     pub channel_capacity: usize,
-    /// Milliseconds a source holds a partial batch before sending it anyway.
-    pub linger_ms: u64,
     /// What happens to malformed input records.
     pub error_policy: ErrorPolicy,
 }
@@ -46,7 +44,6 @@ impl Default for EngineConfig {
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             batch_size: 4096,
             channel_capacity: 4,
-            linger_ms: 100,
             error_policy: ErrorPolicy::Fail,
         }
     }

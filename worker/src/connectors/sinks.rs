@@ -122,7 +122,11 @@ impl SinkBuilder for PrintSink {
 
     fn factory(self, _schema: &SchemaRef) -> Result<OperatorFactory> {
         Ok(Arc::new(|info| {
-            let prefix = if info.parallelism > 1 { format!("{}> ", info.index + 1) } else { String::new() };
+            let prefix = if info.parallelism > 1 {
+                format!("{}> ", info.index + 1)
+            } else {
+                String::new()
+            };
             Ok(Box::new(Print { prefix }) as Box<dyn Operator>)
         }))
     }
