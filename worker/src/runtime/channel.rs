@@ -190,9 +190,25 @@ impl WatermarkValve {
     /// and the task's own idleness if it changed.
     pub(crate) fn idle(&mut self, channel: usize, idle: bool) -> (Option<Timestamp>, Option<bool>) {
         self.channels[channel].idle = idle;
-        let advanced = self.advance();
+        let mut advanced = self.advance();
         let all_idle = self.channels.iter().filter(|c| !c.finished).all(|c| c.idle)
             && self.channels.iter().any(|c| !c.finished);
+        if all_idle && !self.idle {
+            // The last active channel went idle: as Flink does, move up to the highest watermark
+            // any channel has reached, so that nothing waits on inputs that have nothing to say.
+            let max = self
+                .channels
+                .iter()
+                .filter(|c| !c.finished)
+                .map(|c| c.watermark)
+                .max();
+            if let Some(max) = max
+                && max > self.current
+            {
+                self.current = max;
+                advanced = Some(max);
+            }
+        }
         let changed = (all_idle != self.idle).then(|| {
             self.idle = all_idle;
             all_idle
@@ -246,12 +262,12 @@ mod tests {
         // Channel 1 goes idle: it no longer holds the watermark back.
         assert_eq!(v.idle(1, true), (Some(7), None));
         assert_eq!(v.watermark(1, 6), None, "an idle channel does not count");
-        // All idle: the task is idle.
+        // All idle: the task is idle, at the highest watermark any channel reached.
         assert_eq!(v.idle(0, true).1, None);
-        assert_eq!(v.idle(2, true), (None, Some(true)));
+        assert_eq!(v.idle(2, true), (Some(10), Some(true)));
         // Back to active: the watermark never goes back.
         assert_eq!(v.idle(1, false), (None, Some(false)));
-        assert_eq!(v.current, 7);
+        assert_eq!(v.current, 10);
         assert_eq!(v.watermark(1, 20), Some(20));
         // Channel 1 ends while the others are idle: nothing holds the watermark back any more.
         assert_eq!(v.finish(1), Some(crate::time::MAX_WATERMARK));
