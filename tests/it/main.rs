@@ -4,6 +4,7 @@
 mod connectors;
 mod jobs;
 mod joins;
+mod operators;
 mod process;
 mod runtime;
 mod time;

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::keys::{KeySpec, field_index};
 use crate::operator::Operator;
 use crate::operators::aggregate::{self, Agg};
-use crate::operators::basic::{Filter, FlatMapRows, Identity, MapBatches, Project};
+use crate::operators::basic::{Filter, FlatMapFn, FlatMapRows, Identity, MapBatches, Project};
 use crate::operators::rolling::{ReduceFn, RollingAggregate, RollingReduce, aggregate_schema};
 use crate::operators::watermarks::WatermarkAssigner;
 use crate::operators::window::{
@@ -401,10 +401,11 @@ impl DataStream {
         schema: SchemaRef,
         f: impl Fn(Row) -> Result<Row> + Send + Sync + 'static,
     ) -> DataStream {
-        self.flat_map(name, schema, move |row, out| {
+        let f: FlatMapFn = Arc::new(move |row, out| {
             out.push(f(row)?);
             Ok(())
-        })
+        });
+        self.row_function(format!("map({name})"), schema, f)
     }
 
     /// A row flat map: `f` turns each record into any number of records of `schema`.
@@ -414,10 +415,14 @@ impl DataStream {
         schema: SchemaRef,
         f: impl Fn(Row, &mut Vec<Row>) -> Result<()> + Send + Sync + 'static,
     ) -> DataStream {
-        let f = Arc::new(f);
+        self.row_function(format!("flat_map({name})"), schema, Arc::new(f))
+    }
+
+    /// The operator behind `map` and `flat_map`, named `name`.
+    fn row_function(&self, name: String, schema: SchemaRef, f: FlatMapFn) -> DataStream {
         let out = schema.clone();
         let node = self.then(
-            format!("flat_map({name})"),
+            name,
             self.parallelism(),
             schema.clone(),
             Vec::new(),
