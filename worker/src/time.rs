@@ -6,6 +6,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMillisecondType};
+
+use crate::error::{Error, Result};
+
 /// Milliseconds since the Unix epoch.
 pub type Timestamp = i64;
 
@@ -81,4 +86,26 @@ impl WatermarkStrategy {
 pub enum TimeDomain {
     EventTime,
     ProcessingTime,
+}
+
+/// The values of an event-time column: `Int64` epoch milliseconds or `Timestamp(Millisecond)`.
+pub fn event_time_values(array: &dyn Array) -> Result<&[i64]> {
+    match array.data_type() {
+        DataType::Int64 => Ok(array.as_primitive::<Int64Type>().values()),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            Ok(array.as_primitive::<TimestampMillisecondType>().values())
+        }
+        other => Err(Error::user(format!("event-time column has type {other}"))),
+    }
+}
+
+/// The largest non-null event time in an event-time column.
+pub fn max_event_time(array: &dyn Array) -> Result<Option<Timestamp>> {
+    Ok(match array.data_type() {
+        DataType::Int64 => arrow::compute::max(array.as_primitive::<Int64Type>()),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            arrow::compute::max(array.as_primitive::<TimestampMillisecondType>())
+        }
+        other => return Err(Error::user(format!("event-time column has type {other}"))),
+    })
 }

@@ -19,7 +19,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 use super::SourceBuilder;
-use super::throttle::{Admit, Throttle};
+use super::interleaved;
 use crate::error::{Error, Result};
 use crate::operator::{Source, SourceContext, SourcePoll};
 use crate::plan::SourceFactory;
@@ -408,49 +408,14 @@ impl SourceBuilder for DatagenSource {
             if let Err(message) = &checked {
                 return Err(info.fail(message));
             }
-            let p = u64::from(info.parallelism.max(1));
-            let i = u64::from(info.index);
-            let total = if end > i { (end - i - 1) / p + 1 } else { 0 };
-            Ok(Box::new(DatagenSubtask {
-                spec: spec.clone(),
-                first: i,
-                step: p,
-                next: 0,
-                total,
-                throttle: rate.map(|r| Throttle::new(r as f64 / p as f64)),
-            }) as Box<dyn Source>)
+            Ok(interleaved::subtask(spec.clone(), info, end, rate))
         })
     }
 }
 
-struct DatagenSubtask {
-    spec: Arc<DatagenSource>,
-    first: u64,
-    step: u64,
-    next: u64,
-    total: u64,
-    throttle: Option<Throttle>,
-}
-
-impl Source for DatagenSubtask {
-    fn poll(&mut self, ctx: &mut SourceContext) -> Result<SourcePoll> {
-        let left = self.total - self.next;
-        if left == 0 {
-            return Ok(SourcePoll::Finished);
-        }
-        let mut len = usize::try_from(left)
-            .unwrap_or(usize::MAX)
-            .min(ctx.batch_size.max(1));
-        if let Some(throttle) = &mut self.throttle {
-            match throttle.admit(len) {
-                Admit::Rows(n) => len = len.min(n),
-                Admit::Wait(wait) => return Ok(SourcePoll::Pending(wait)),
-            }
-        }
-        let start = self.first.wrapping_add(self.next.wrapping_mul(self.step));
-        let batch = self.spec.batch(start, self.step, len)?;
-        self.next += len as u64;
-        Ok(SourcePoll::Data(batch))
+impl interleaved::IndexedBatches for DatagenSource {
+    fn batch(&self, start: u64, step: u64, len: usize) -> Result<RecordBatch> {
+        DatagenSource::batch(self, start, step, len)
     }
 }
 

@@ -5,6 +5,7 @@ pub mod collection;
 pub mod datagen;
 pub mod dead_letter;
 pub mod file;
+mod interleaved;
 pub mod nexmark;
 pub mod nexmark_source;
 pub mod sinks;

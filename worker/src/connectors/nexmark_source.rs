@@ -11,12 +11,12 @@
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
 
 use super::SourceBuilder;
+use super::interleaved;
 use super::nexmark::{self, EventKind, NexmarkConfig};
-use super::throttle::{Admit, Throttle};
 use crate::error::{Error, Result};
-use crate::operator::{Source, SourceContext, SourcePoll};
 use crate::plan::SourceFactory;
 
 /// Unbounded sources stop at this index: the generator is exact only below 2^62.
@@ -117,64 +117,27 @@ impl SourceBuilder for NexmarkSource {
     fn factory(self) -> SourceFactory {
         let spec = Arc::new(self);
         Arc::new(move |info| {
-            let p = u64::from(info.parallelism.max(1));
-            let i = u64::from(info.index);
-            let end = spec.count.unwrap_or(UNBOUNDED_END);
-            // Indexes i, i + p, … below `end`.
-            let total = if end > i { (end - i - 1) / p + 1 } else { 0 };
-            let throttle = spec
-                .rate
-                .map(|r| Throttle::new(r as f64 / info.parallelism.max(1) as f64));
-            Ok(Box::new(NexmarkSubtask {
-                spec: spec.clone(),
-                first: i,
-                step: p,
-                next: 0,
-                total,
-                throttle,
-            }) as Box<dyn Source>)
+            Ok(interleaved::subtask(
+                spec.clone(),
+                info,
+                spec.count.unwrap_or(UNBOUNDED_END),
+                spec.rate,
+            ))
         })
     }
 }
 
-struct NexmarkSubtask {
-    spec: Arc<NexmarkSource>,
-    /// Index of this subtask's first event.
-    first: u64,
-    step: u64,
-    /// How many of this subtask's events were generated.
-    next: u64,
-    /// How many it generates in all.
-    total: u64,
-    throttle: Option<Throttle>,
-}
-
-impl Source for NexmarkSubtask {
-    fn poll(&mut self, ctx: &mut SourceContext) -> Result<SourcePoll> {
-        let left = self.total - self.next;
-        if left == 0 {
-            return Ok(SourcePoll::Finished);
-        }
-        let mut len = usize::try_from(left)
-            .unwrap_or(usize::MAX)
-            .min(ctx.batch_size.max(1));
-        if let Some(throttle) = &mut self.throttle {
-            match throttle.admit(len) {
-                Admit::Rows(n) => len = len.min(n),
-                Admit::Wait(wait) => return Ok(SourcePoll::Pending(wait)),
-            }
-        }
-        let start = self.first + self.next * self.step;
-        let batch = nexmark::batch(
-            self.spec.kind,
-            &self.spec.cfg,
+impl interleaved::IndexedBatches for NexmarkSource {
+    fn batch(&self, start: u64, step: u64, len: usize) -> Result<RecordBatch> {
+        nexmark::batch(
+            self.kind,
+            &self.cfg,
             start,
-            self.step,
+            step,
             len,
-            self.spec.projection.as_deref(),
-        )?;
-        self.next += len as u64;
-        Ok(SourcePoll::Data(batch))
+            self.projection.as_deref(),
+        )
+        .map_err(Into::into)
     }
 }
 
@@ -185,7 +148,7 @@ mod tests {
     use strom_api::ErrorPolicy;
 
     use super::*;
-    use crate::operator::SubtaskInfo;
+    use crate::operator::{SourceContext, SourcePoll, SubtaskInfo};
 
     fn drain(source: NexmarkSource, index: u32, parallelism: u32, batch: usize) -> Vec<u64> {
         let name = source.name();

@@ -13,10 +13,8 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{
-    DataType, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
-};
+use arrow::array::Array;
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 use crate::error::{Error, Result};
@@ -29,7 +27,9 @@ use crate::state::{
     StateValue, ValueState,
 };
 use crate::stream::{DataStream, KeyedStream};
-use crate::time::{MAX_WATERMARK, MIN_WATERMARK, TimeDomain, Timestamp, now_millis};
+use crate::time::{
+    MAX_WATERMARK, MIN_WATERMARK, TimeDomain, Timestamp, event_time_values, now_millis,
+};
 use crate::timers::{Timer, TimerService};
 
 /// A function over a keyed stream with state and timers (Flink's `KeyedProcessFunction`).
@@ -621,15 +621,7 @@ pub(crate) fn event_times(
     if array.null_count() > 0 {
         return Err(info.fail("a record has no event time (its event-time field is null)"));
     }
-    let values: &[i64] = match array.data_type() {
-        DataType::Int64 => array.as_primitive::<Int64Type>().values(),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            array.as_primitive::<TimestampMillisecondType>().values()
-        }
-        other => {
-            return Err(info.fail(format!("the event-time column has type {other}")));
-        }
-    };
+    let values = event_time_values(array.as_ref()).map_err(|e| user_error(info, e))?;
     Ok(Some(
         values.iter().map(|v| v.saturating_add(offset)).collect(),
     ))
@@ -896,7 +888,7 @@ mod tests {
 
     use super::*;
     use crate::row::{Value, batch_from_rows, rows_of};
-    use arrow::datatypes::Field;
+    use arrow::datatypes::{DataType, Field};
 
     fn input_schema() -> SchemaRef {
         Arc::new(Schema::new(vec![

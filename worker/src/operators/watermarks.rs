@@ -2,13 +2,11 @@
 //! `assignTimestampsAndWatermarks`). Watermarks from upstream are dropped; this operator's own take
 //! their place, one after every batch that moves them forward.
 
-use arrow::array::AsArray;
-use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::operator::{Operator, Output};
-use crate::time::{MAX_WATERMARK, MIN_WATERMARK, Timestamp, WatermarkStrategy};
+use crate::time::{MAX_WATERMARK, MIN_WATERMARK, Timestamp, WatermarkStrategy, max_event_time};
 
 /// The watermark generator operator.
 pub struct WatermarkAssigner {
@@ -32,13 +30,7 @@ impl WatermarkAssigner {
 impl Operator for WatermarkAssigner {
     fn process(&mut self, _input: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let array = batch.column(self.column);
-        let max = match array.data_type() {
-            DataType::Int64 => arrow::compute::max(array.as_primitive::<Int64Type>()),
-            DataType::Timestamp(TimeUnit::Millisecond, _) => {
-                arrow::compute::max(array.as_primitive::<TimestampMillisecondType>())
-            }
-            other => return Err(Error::user(format!("event-time column has type {other}"))),
-        };
+        let max = max_event_time(array)?;
         out.emit(batch);
         if let Some(max) = max {
             self.max_seen = self.max_seen.max(max);

@@ -14,11 +14,9 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 use std::time::Duration;
 
-use arrow::array::{ArrayRef, AsArray, TimestampMillisecondArray, UInt32Array};
+use arrow::array::{ArrayRef, TimestampMillisecondArray, UInt32Array};
 use arrow::compute::take_record_batch;
-use arrow::datatypes::{
-    DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
-};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
 use super::aggregate::{Accumulator, AggInput, BoundAgg};
@@ -27,7 +25,9 @@ use crate::keys::{KeyRows, KeySpec};
 use crate::operator::{Operator, Output, SubtaskInfo};
 use crate::row::{self, Row, RowDecoder};
 use crate::state::{KeyedStateBackend, Namespace, ValueState};
-use crate::time::{MAX_WATERMARK, MIN_WATERMARK, TimeDomain, Timestamp, millis, now_millis};
+use crate::time::{
+    MAX_WATERMARK, MIN_WATERMARK, TimeDomain, Timestamp, event_time_values, millis, now_millis,
+};
 use crate::timers::TimerService;
 
 /// A time window `[start, end)`.
@@ -946,14 +946,14 @@ impl<S: KeyedStateBackend> WindowOperator<S> {
         Ok(())
     }
 
-    fn timestamps<'a>(&self, batch: &'a RecordBatch) -> Option<(&'a [i64], i64)> {
-        let (column, offset) = self.spec.time?;
-        let array = batch.column(column);
-        let values: &[i64] = match array.data_type() {
-            DataType::Int64 => array.as_primitive::<Int64Type>().values(),
-            _ => array.as_primitive::<TimestampMillisecondType>().values(),
+    fn timestamps<'a>(&self, batch: &'a RecordBatch) -> Result<Option<(&'a [i64], i64)>> {
+        let Some((column, offset)) = self.spec.time else {
+            return Ok(None);
         };
-        Some((values, offset))
+        Ok(Some((
+            event_time_values(batch.column(column).as_ref())?,
+            offset,
+        )))
     }
 }
 
@@ -981,7 +981,7 @@ impl<S: KeyedStateBackend> Operator for WindowOperator<S> {
         };
         let event_time = self.spec.assigner.domain() == Some(TimeDomain::EventTime);
         let timestamps = if event_time {
-            self.timestamps(&batch)
+            self.timestamps(&batch)?
         } else {
             None
         };

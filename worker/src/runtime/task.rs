@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
 use crossbeam_channel::{Receiver, Select};
 
@@ -16,7 +14,9 @@ use super::metrics::SubtaskMetrics;
 use crate::connectors::dead_letter;
 use crate::error::{Error, Result};
 use crate::operator::{Emitted, Operator, Output, Source, SourceContext, SourcePoll};
-use crate::time::{MAX_WATERMARK, MIN_WATERMARK, Timestamp, WatermarkStrategy, now_millis};
+use crate::time::{
+    MAX_WATERMARK, MIN_WATERMARK, Timestamp, WatermarkStrategy, max_event_time, now_millis,
+};
 
 /// A node of the chain with the writers of the edges that leave it.
 pub(crate) struct ChainNode {
@@ -156,18 +156,6 @@ impl Chain {
     }
 }
 
-/// Reads the largest event time in `batch`.
-fn max_timestamp(batch: &RecordBatch, column: usize) -> Result<Option<Timestamp>> {
-    let array = batch.column(column);
-    Ok(match array.data_type() {
-        DataType::Int64 => arrow::compute::max(array.as_primitive::<Int64Type>()),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            arrow::compute::max(array.as_primitive::<TimestampMillisecondType>())
-        }
-        other => return Err(Error::user(format!("event-time column has type {other}"))),
-    })
-}
-
 /// Runs a source subtask until its input ends, the job is cancelled, or something fails.
 pub(crate) fn run_source(
     mut source: Box<dyn Source>,
@@ -210,7 +198,7 @@ pub(crate) fn run_source(
                     .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                 let mut items = Vec::with_capacity(2);
                 if let Some((strategy, column)) = &watermarks
-                    && let Some(max) = max_timestamp(&batch, *column)?
+                    && let Some(max) = max_event_time(batch.column(*column))?
                 {
                     max_seen = max_seen.max(max);
                     let watermark = strategy.watermark_for(max_seen);
