@@ -152,11 +152,6 @@ impl TimerService {
         self.processing.first_time()
     }
 
-    /// The earliest event-time timer.
-    pub fn next_event_time(&self) -> Option<Timestamp> {
-        self.event.first_time()
-    }
-
     /// Number of timers registered in `domain`.
     pub fn len(&self, domain: TimeDomain) -> usize {
         match domain {
