@@ -1,6 +1,8 @@
 //! Support for Strom's integration tests: deterministic input generation and small helpers. The
-#![allow(clippy::expect_used, clippy::unwrap_used)]
 //! reference computations live next to the tests that use them, written for clarity, not speed.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+pub mod testbed;
 
 use std::sync::Arc;
 

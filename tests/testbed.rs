@@ -1,0 +1,122 @@
+//! The test bed (`tests/testbed/`) as the end-to-end tests see it: a real Kubernetes control plane
+//! with the process kubelet, an S3 server and a Kafka broker, all on 127.0.0.1.
+//!
+//! `TestBed::get()` reads the running test bed's `env` file (`$STROM_TESTBED_RUN/env`, default
+//! `/tmp/strom-testbed/env`), starting one with `tests/testbed/up` first when none is running.
+//! It stays up after the tests; `tests/testbed/down` stops it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+#[derive(Debug)]
+pub struct TestBed {
+    run: PathBuf,
+    vars: HashMap<String, String>,
+}
+
+impl TestBed {
+    /// The running test bed, started first if needed. Panics (failing the test) if it cannot start.
+    pub fn get() -> &'static TestBed {
+        static BED: OnceLock<TestBed> = OnceLock::new();
+        BED.get_or_init(|| {
+            let run = PathBuf::from(
+                std::env::var("STROM_TESTBED_RUN").unwrap_or_else(|_| "/tmp/strom-testbed".into()),
+            );
+            if !run.join("env").exists() {
+                let status = Command::new(scripts_dir().join("up"))
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .expect("run tests/testbed/up");
+                assert!(status.success(), "tests/testbed/up failed: {status}");
+            }
+            let text = std::fs::read_to_string(run.join("env")).expect("read the test bed's env");
+            TestBed {
+                vars: parse_env(&text),
+                run,
+            }
+        })
+    }
+
+    /// A variable from the test bed's env file (`STROM_TESTBED_*`, `KUBECONFIG`, ...).
+    pub fn var(&self, name: &str) -> &str {
+        self.vars
+            .get(name)
+            .unwrap_or_else(|| panic!("the test bed's env file has no {name}"))
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run
+    }
+
+    /// `kubectl` against the test bed, as the admin.
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = Command::new(Path::new(self.var("STROM_TESTBED_BIN")).join("kubectl"));
+        cmd.env("KUBECONFIG", self.var("KUBECONFIG"));
+        cmd
+    }
+
+    /// `helm` against the test bed, as the admin.
+    pub fn helm(&self) -> Command {
+        let mut cmd = Command::new(Path::new(self.var("STROM_TESTBED_BIN")).join("helm"));
+        cmd.env("KUBECONFIG", self.var("KUBECONFIG"))
+            .env("HELM_CACHE_HOME", self.run.join("helm/cache"))
+            .env("HELM_CONFIG_HOME", self.run.join("helm/config"))
+            .env("HELM_DATA_HOME", self.run.join("helm/data"));
+        cmd
+    }
+
+    /// A Kubernetes client for the admin user.
+    pub async fn kube(&self) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(self.var("KUBECONFIG"))
+            .expect("read the test bed's kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("kube config from the test bed's kubeconfig");
+        kube::Client::try_from(config).expect("kube client")
+    }
+
+    /// Runs a test-bed script (`tests/testbed/NAME ARGS...`) against this run dir; panics on failure.
+    pub fn script(&self, name: &str, args: &[&str]) -> String {
+        let out = Command::new(scripts_dir().join(name))
+            .args(args)
+            .env("STROM_TESTBED_RUN", &self.run)
+            .output()
+            .unwrap_or_else(|e| panic!("run tests/testbed/{name}: {e}"));
+        assert!(
+            out.status.success(),
+            "tests/testbed/{name} {args:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Runs COMMAND, panics with its stderr unless it succeeds, returns its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `tests/testbed/` in the source tree.
+pub fn scripts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testbed")
+}
+
+/// Parses `export NAME='value'` lines (the form `up` writes; values never contain a quote).
+fn parse_env(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("export "))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
