@@ -120,3 +120,86 @@ fn parse_env(text: &str) -> HashMap<String, String> {
         .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
         .collect()
 }
+
+impl TestBed {
+    /// A fresh namespace for one test (`PREFIX-<n>`), created now; left behind for inspection
+    /// (`tests/testbed/down` removes everything).
+    pub async fn namespace(&self, prefix: &str) -> String {
+        use k8s_openapi::api::core::v1::Namespace;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            % 1_000_000;
+        let name = format!("{prefix}-{stamp}-{}", N.fetch_add(1, Ordering::SeqCst));
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
+        }))
+        .unwrap();
+        kube::Api::<Namespace>::all(self.kube().await)
+            .create(&Default::default(), &ns)
+            .await
+            .expect("create a namespace");
+        name
+    }
+
+    /// Every log file of a container, oldest restart first, concatenated (what `kubectl logs
+    /// --previous` and `kubectl logs` would show, together). The process kubelet keeps them under
+    /// `nodes/<node>/logs/<ns>_<pod>_<uid>/<container>/<restart>.log`.
+    pub fn container_logs(&self, namespace: &str, pod: &str, container: &str) -> String {
+        let mut files: Vec<(u32, PathBuf)> = Vec::new();
+        let prefix = format!("{namespace}_{pod}_");
+        for node in std::fs::read_dir(self.run.join("nodes"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for dir in std::fs::read_dir(node.path().join("logs"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if !dir.file_name().to_string_lossy().starts_with(&prefix) {
+                    continue;
+                }
+                for f in std::fs::read_dir(dir.path().join(container))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let name = f.file_name().to_string_lossy().into_owned();
+                    if let Some(n) = name.strip_suffix(".log").and_then(|n| n.parse().ok()) {
+                        files.push((n, f.path()));
+                    }
+                }
+            }
+        }
+        files.sort();
+        files
+            .iter()
+            .map(|(_, p)| std::fs::read_to_string(p).unwrap_or_default())
+            .collect()
+    }
+}
+
+/// Polls CHECK every 250 ms until it returns Some, failing the test with WHAT after LIMIT seconds.
+/// A bound on waiting for the cluster to converge, never a measurement.
+pub async fn eventually<T, F, Fut>(what: &str, limit_secs: u64, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(limit_secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up after {limit_secs} s waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}

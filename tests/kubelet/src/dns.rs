@@ -1,13 +1,17 @@
 //! Service discovery without kube-proxy or a DNS server: every pod's `/etc/hosts` (bound over the
 //! real one in its mount namespace) names the ready endpoints of every Service, as cluster DNS
 //! would: `svc.ns.svc.cluster.local`, `svc.ns.svc`, `svc.ns`, and `svc` within the pod's own
-//! namespace; `host.svc.ns.svc.cluster.local` for endpoints with a hostname (StatefulSet pods
-//! behind a headless Service); the pod's own name. A ClusterIP Service's names resolve to its
-//! endpoints' pod addresses, not to the ClusterIP (nothing routes that here), so clients must dial
-//! the target port: the test bed has no port translation.
+//! namespace; `host.svc.ns.svc.cluster.local` for pods whose `hostname` and `subdomain` put them
+//! behind a headless Service (StatefulSets); the pod's own hostname.
+//!
+//! Endpoints are chosen here, from Services' selectors and pods' Ready condition (or every pod with
+//! an address under `publishNotReadyAddresses`), not read from EndpointSlices: the API server
+//! rejects loopback addresses in EndpointSlices, and test-bed pods live in 127.0.0.0/8. A Service's
+//! names resolve to its pods' addresses, not to its ClusterIP (nothing routes that here), so clients
+//! must dial the target port: the test bed has no port translation.
 //!
 //! The files are rewritten in place (a rename would leave the bind mount on the old file) whenever
-//! Services or EndpointSlices change.
+//! Services or pods change.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -16,14 +20,14 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use futures::TryStreamExt;
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::Notify;
 
 use crate::{Kubelet, lock};
 
+/// A pod on this Node whose hosts file the kubelet keeps.
 #[derive(Debug, Clone)]
 pub struct PodHosts {
     pub path: PathBuf,
@@ -33,13 +37,29 @@ pub struct PodHosts {
     pub ip: String,
 }
 
+/// What service discovery needs of a Service.
+struct ServiceInfo {
+    selector: BTreeMap<String, String>,
+    publish_not_ready: bool,
+}
+
+/// What service discovery needs of any pod in the cluster.
+struct PodInfo {
+    labels: BTreeMap<String, String>,
+    ip: String,
+    ready: bool,
+    hostname: Option<String>,
+    subdomain: Option<String>,
+}
+
+type Key = (String, String);
+
 #[derive(Default)]
 struct State {
-    pods: BTreeMap<String, PodHosts>,
-    /// (namespace, name) of every Service.
-    services: BTreeMap<(String, String), ()>,
-    /// (namespace, slice name) → (service name, [(address, hostname)]) of ready endpoints.
-    slices: BTreeMap<(String, String), (String, Vec<(String, Option<String>)>)>,
+    /// Pods on this Node, by uid.
+    local: BTreeMap<String, PodHosts>,
+    services: BTreeMap<Key, ServiceInfo>,
+    pods: BTreeMap<Key, PodInfo>,
 }
 
 pub struct Dns {
@@ -59,19 +79,19 @@ impl Dns {
 
     /// Writes the pod's hosts file now and keeps it current until `remove_pod`.
     pub fn add_pod(&self, uid: &str, pod: PodHosts) -> Result<()> {
-        let text = self.render(&lock(&self.state), &pod);
-        std::fs::write(&pod.path, text)?;
-        lock(&self.state).pods.insert(uid.to_string(), pod);
+        let mut state = lock(&self.state);
+        std::fs::write(&pod.path, self.render(&state, &pod))?;
+        state.local.insert(uid.to_string(), pod);
         Ok(())
     }
 
     pub fn remove_pod(&self, uid: &str) {
-        lock(&self.state).pods.remove(uid);
+        lock(&self.state).local.remove(uid);
     }
 
     fn render(&self, state: &State, pod: &PodHosts) -> String {
         let mut out = String::from(
-            "# Written by strom-kubelet from Services and EndpointSlices.\n\
+            "# Written by strom-kubelet from Services and pods.\n\
              127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
         );
         let own = match &pod.subdomain {
@@ -93,24 +113,35 @@ impl Dns {
             "{}\t{api}kubernetes.default kubernetes.default.svc kubernetes.default.svc.cluster.local",
             self.api_host
         );
-        for ((ns, _), (service, endpoints)) in &state.slices {
-            if !state.services.contains_key(&(ns.clone(), service.clone())) {
-                continue;
-            }
+        for ((ns, service), info) in &state.services {
             let short = if *ns == pod.namespace {
                 format!(" {service}")
             } else {
                 String::new()
             };
-            for (address, hostname) in endpoints {
-                let _ = writeln!(
-                    out,
-                    "{address}\t{service}.{ns}.svc.cluster.local {service}.{ns}.svc {service}.{ns}{short}"
-                );
-                if let Some(h) = hostname {
+            for ((pod_ns, _), p) in &state.pods {
+                if pod_ns != ns || !(p.ready || info.publish_not_ready) {
+                    continue;
+                }
+                if !info.selector.is_empty()
+                    && info
+                        .selector
+                        .iter()
+                        .all(|(k, v)| p.labels.get(k) == Some(v))
+                {
                     let _ = writeln!(
                         out,
-                        "{address}\t{h}.{service}.{ns}.svc.cluster.local {h}.{service}.{ns}.svc"
+                        "{}\t{service}.{ns}.svc.cluster.local {service}.{ns}.svc {service}.{ns}{short}",
+                        p.ip
+                    );
+                }
+                if let (Some(h), Some(sub)) = (&p.hostname, &p.subdomain)
+                    && sub == service
+                {
+                    let _ = writeln!(
+                        out,
+                        "{}\t{h}.{service}.{ns}.svc.cluster.local {h}.{service}.{ns}.svc",
+                        p.ip
                     );
                 }
             }
@@ -120,7 +151,7 @@ impl Dns {
 
     fn rewrite_all(&self) {
         let state = lock(&self.state);
-        for pod in state.pods.values() {
+        for pod in state.local.values() {
             let text = self.render(&state, pod);
             if std::fs::read_to_string(&pod.path).ok().as_deref() != Some(text.as_str()) {
                 // In place: the pod's mount namespace holds this inode.
@@ -132,7 +163,46 @@ impl Dns {
     }
 }
 
-/// Follows Services and EndpointSlices in every namespace, rewriting the pods' hosts files.
+fn key(meta: &kube::api::ObjectMeta) -> Key {
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+fn service_info(s: &Service) -> ServiceInfo {
+    let spec = s.spec.clone().unwrap_or_default();
+    ServiceInfo {
+        selector: spec.selector.unwrap_or_default(),
+        publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false),
+    }
+}
+
+/// None for a pod without an address or on its way out.
+fn pod_info(p: &Pod) -> Option<PodInfo> {
+    let status = p.status.as_ref()?;
+    let ip = status.pod_ip.clone()?;
+    if p.metadata.deletion_timestamp.is_some()
+        || matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"))
+    {
+        return None;
+    }
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let spec = p.spec.as_ref();
+    Some(PodInfo {
+        labels: p.metadata.labels.clone().unwrap_or_default(),
+        ip,
+        ready,
+        hostname: spec.and_then(|s| s.hostname.clone()),
+        subdomain: spec.and_then(|s| s.subdomain.clone()),
+    })
+}
+
+/// Follows Services and pods in every namespace, rewriting the local pods' hosts files.
 pub async fn watch(k: Arc<Kubelet>) -> Result<()> {
     let services = watcher(
         Api::<Service>::all(k.client.clone()),
@@ -146,7 +216,7 @@ pub async fn watch(k: Arc<Kubelet>) -> Result<()> {
             match event {
                 watcher::Event::Init => state.services.clear(),
                 watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
-                    state.services.insert(key(&s.metadata), ());
+                    state.services.insert(key(&s.metadata), service_info(&s));
                 }
                 watcher::Event::Delete(s) => {
                     state.services.remove(&key(&s.metadata));
@@ -158,8 +228,8 @@ pub async fn watch(k: Arc<Kubelet>) -> Result<()> {
             Ok(())
         }
     });
-    let slices = watcher(
-        Api::<EndpointSlice>::all(k.client.clone()),
+    let pods = watcher(
+        Api::<Pod>::all(k.client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
@@ -168,31 +238,15 @@ pub async fn watch(k: Arc<Kubelet>) -> Result<()> {
         async move {
             let mut state = lock(&k.dns.state);
             match event {
-                watcher::Event::Init => state.slices.clear(),
-                watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
-                    let service = s
-                        .metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get("kubernetes.io/service-name").cloned());
-                    if let Some(service) = service {
-                        let ready = s
-                            .endpoints
-                            .iter()
-                            .flatten()
-                            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-                            .flat_map(|e| {
-                                e.addresses
-                                    .iter()
-                                    .map(|a| (a.clone(), e.hostname.clone()))
-                                    .collect::<Vec<_>>()
-                            })
-                            .collect();
-                        state.slices.insert(key(&s.metadata), (service, ready));
-                    }
+                watcher::Event::Init => state.pods.clear(),
+                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                    match pod_info(&p) {
+                        Some(info) => state.pods.insert(key(&p.metadata), info),
+                        None => state.pods.remove(&key(&p.metadata)),
+                    };
                 }
-                watcher::Event::Delete(s) => {
-                    state.slices.remove(&key(&s.metadata));
+                watcher::Event::Delete(p) => {
+                    state.pods.remove(&key(&p.metadata));
                 }
                 watcher::Event::InitDone => {}
             }
@@ -209,15 +263,8 @@ pub async fn watch(k: Arc<Kubelet>) -> Result<()> {
     };
     tokio::select! {
         r = services => r?,
-        r = slices => r?,
+        r = pods => r?,
         () = writer => {}
     }
     Ok(())
-}
-
-fn key(meta: &kube::api::ObjectMeta) -> (String, String) {
-    (
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
 }

@@ -168,10 +168,10 @@ pub async fn heartbeat(k: Arc<Kubelet>) -> Result<()> {
         if let Err(e) = renew(&k, &leases, &nodes).await {
             tracing::warn!(error = %e, "lease renewal failed");
         }
-        if beat % 4 == 3 {
-            if let Err(e) = post_status(&k).await {
-                tracing::warn!(error = %e, "node status update failed");
-            }
+        if beat % 4 == 3
+            && let Err(e) = post_status(&k).await
+        {
+            tracing::warn!(error = %e, "node status update failed");
         }
         beat += 1;
         tokio::time::sleep(Duration::from_secs(k.args.lease_renew_seconds)).await;

@@ -1,0 +1,889 @@
+//! The process kubelet (tests/kubelet) with the real control plane: Deployments become running
+//! pods through the controller-manager and scheduler; pods get their env, volumes, own address,
+//! hostname and Service names; probes, restarts and exit codes show in pod status; deletion stops
+//! the processes (SIGTERM, then SIGKILL after the grace period) and the garbage collector removes
+//! what a Deployment owned; a Node whose kubelet is killed takes its pods with it.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::{Value, json};
+use strom_tests::testbed::{TestBed, eventually, run_ok};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ECHO_IMAGE: &str = "strom.test/strom-testbed-echo:dev";
+/// Generous bound for the cluster to converge on a loaded 2-core machine.
+const CONVERGE_SECS: u64 = 120;
+
+/// GET http://ADDR/PATH from the test process: (status, body).
+async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .ok()?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut response))
+        .await
+        .ok()?
+        .ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_string();
+    Some((code, body))
+}
+
+async fn get_ok(ip: &str, path: &str) -> String {
+    let (code, body) = http_get(&format!("{ip}:8080"), path)
+        .await
+        .unwrap_or_else(|| panic!("no answer from {ip}:8080{path}"));
+    assert_eq!(code, 200, "GET {ip}:8080{path}: {body}");
+    body
+}
+
+/// The echo container: binds its pod address (downward API), readiness on /ready.
+fn echo_container(name: &str, args: &[&str]) -> Value {
+    let mut all = vec!["--port", "8080"];
+    all.extend_from_slice(args);
+    json!({
+        "name": name,
+        "image": ECHO_IMAGE,
+        "args": all,
+        "env": [
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        ],
+        "ports": [{"name": "http", "containerPort": 8080}],
+    })
+}
+
+fn pod(name: &str, spec: Value) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+/// A pid from a container status's `strom://<pid>` id.
+fn pid_of(status: &k8s_openapi::api::core::v1::ContainerStatus) -> u32 {
+    status
+        .container_id
+        .as_deref()
+        .and_then(|id| id.strip_prefix("strom://"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no strom:// container id in {status:?}"))
+}
+
+/// The process is running (not a zombie) and is the echo binary.
+fn echo_alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(") ").map(|(_, r)| r.chars().next());
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    matches!(state, Some(Some(s)) if s != 'Z')
+        && String::from_utf8_lossy(&cmdline).contains("strom-testbed-echo")
+}
+
+fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn phase(p: &Pod) -> String {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default()
+}
+
+fn ip(p: &Pod) -> String {
+    p.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .unwrap_or_default()
+}
+
+async fn wait_pod(pods: &Api<Pod>, name: &str, what: &str, f: impl Fn(&Pod) -> bool) -> Pod {
+    eventually(&format!("pod {name}: {what}"), CONVERGE_SECS, || async {
+        pods.get_opt(name).await.unwrap().filter(|p| f(p))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn deployment_runs_pods_with_env_volumes_and_service_names_and_deletion_stops_them() {
+    let bed = TestBed::get();
+    let client = bed.kube().await;
+    let ns = bed.namespace("kubelet-deploy").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "settings"},
+            "data": {"greeting": "hello from a ConfigMap", "conf.yaml": "parallelism: 4\n"}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "creds"},
+                "stringData": {"password": "s3cr3t"}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut container =
+        echo_container("echo", &["--message", "replica $(POD_NAME) of $(GREETING)"]);
+    container["env"].as_array_mut().unwrap().extend([
+        json!({"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}}}),
+        json!({"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}}),
+        json!({"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}),
+        json!({"name": "WHO", "value": "$(POD_NAME)@$(NODE)"}),
+    ]);
+    container["volumeMounts"] = json!([
+        {"name": "conf", "mountPath": "/etc/strom-echo/conf", "readOnly": true},
+        {"name": "creds", "mountPath": "/etc/strom-echo/creds"},
+    ]);
+    container["readinessProbe"] =
+        json!({"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 1});
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "echo"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "echo"}},
+            "template": {
+                "metadata": {"labels": {"app": "echo"}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 10,
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "conf", "configMap": {"name": "settings"}},
+                        {"name": "creds", "secret": {"secretName": "creds"}},
+                    ],
+                },
+            },
+        },
+    }))
+    .unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    Api::<Service>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "echo"},
+                "spec": {"selector": {"app": "echo"}, "ports": [{"port": 8080, "targetPort": 8080}]}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let running = eventually("2 Running, Ready echo pods", CONVERGE_SECS, || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=echo"))
+            .await
+            .unwrap();
+        (list.items.len() == 2 && list.items.iter().all(|p| phase(p) == "Running" && ready(p)))
+            .then_some(list.items)
+    })
+    .await;
+    // Owned by the Deployment's ReplicaSet, placed by the scheduler, each with its own address.
+    let rs = Api::<ReplicaSet>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(rs.items.len(), 1);
+    let rs_name = rs.items[0].metadata.name.clone().unwrap();
+    let ips: BTreeSet<String> = running.iter().map(ip).collect();
+    assert_eq!(ips.len(), 2, "distinct pod addresses: {ips:?}");
+    for p in &running {
+        let owner = &p.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("ReplicaSet", rs_name.as_str())
+        );
+        let node = p.spec.as_ref().unwrap().node_name.clone().unwrap();
+        assert!(node.starts_with("strom-node-"), "{node}");
+        assert!(ip(p).starts_with("127.1."), "{}", ip(p));
+    }
+
+    let names: BTreeSet<String> = running
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect();
+    for p in &running {
+        let (ip, name) = (ip(p), p.metadata.name.clone().unwrap());
+        let node = p.spec.as_ref().unwrap().node_name.clone().unwrap();
+        // Env: downward API, ConfigMap and Secret keys, $(VAR) references, the API server.
+        assert_eq!(get_ok(&ip, "/env/POD_NAME").await, name);
+        assert_eq!(get_ok(&ip, "/env/GREETING").await, "hello from a ConfigMap");
+        assert_eq!(get_ok(&ip, "/env/PASSWORD").await, "s3cr3t");
+        assert_eq!(get_ok(&ip, "/env/WHO").await, format!("{name}@{node}"));
+        assert_eq!(
+            get_ok(&ip, "/env/KUBERNETES_SERVICE_HOST").await,
+            "127.0.0.1"
+        );
+        assert_eq!(
+            get_ok(&ip, "/env/KUBERNETES_SERVICE_PORT").await,
+            bed.var("STROM_TESTBED_API_PORT")
+        );
+        // Volumes at their mount paths, and the service-account token every pod gets.
+        assert_eq!(
+            get_ok(&ip, "/file/etc/strom-echo/conf/conf.yaml").await,
+            "parallelism: 4\n"
+        );
+        assert_eq!(
+            get_ok(&ip, "/file/etc/strom-echo/creds/password").await,
+            "s3cr3t"
+        );
+        assert_eq!(
+            get_ok(
+                &ip,
+                "/file/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+            )
+            .await,
+            ns
+        );
+        let token = get_ok(
+            &ip,
+            "/file/var/run/secrets/kubernetes.io/serviceaccount/token",
+        )
+        .await;
+        assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+        assert!(
+            get_ok(
+                &ip,
+                "/file/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+            )
+            .await
+            .contains("BEGIN CERTIFICATE")
+        );
+        // Its own hostname; Service names resolve to the ready pods' addresses, in every form.
+        assert_eq!(get_ok(&ip, "/hostname").await, name);
+        let all: Vec<&str> = ips.iter().map(String::as_str).collect();
+        for service_name in [
+            "echo",
+            &format!("echo.{ns}"),
+            &format!("echo.{ns}.svc"),
+            &format!("echo.{ns}.svc.cluster.local"),
+        ] {
+            assert_eq!(
+                get_ok(&ip, &format!("/resolve/{service_name}")).await,
+                all.join(","),
+                "{service_name}"
+            );
+        }
+        // One pod reaches the Service by name.
+        let answer = get_ok(&ip, &format!("/get/echo.{ns}.svc:8080/env/POD_NAME")).await;
+        assert!(names.contains(&answer), "{answer} not one of {names:?}");
+    }
+    // The mounts stayed inside the pods' own mount namespaces.
+    assert!(!std::path::Path::new("/etc/strom-echo/conf/conf.yaml").exists());
+    assert!(
+        !std::fs::read_to_string("/etc/hosts")
+            .unwrap()
+            .contains("svc.cluster.local")
+    );
+
+    // Deleting the Deployment: the garbage collector removes the ReplicaSet and its pods, the
+    // kubelet stops the processes with SIGTERM.
+    let pids: Vec<(String, u32)> = running
+        .iter()
+        .map(|p| {
+            (
+                p.metadata.name.clone().unwrap(),
+                pid_of(
+                    &p.status
+                        .as_ref()
+                        .unwrap()
+                        .container_statuses
+                        .as_ref()
+                        .unwrap()[0],
+                ),
+            )
+        })
+        .collect();
+    for (_, pid) in &pids {
+        assert!(echo_alive(*pid), "pid {pid} runs before the deletion");
+    }
+    deployments
+        .delete("echo", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "the ReplicaSet and pods garbage-collected",
+        CONVERGE_SECS,
+        || async {
+            let rs = Api::<ReplicaSet>::namespaced(client.clone(), &ns)
+                .list(&ListParams::default())
+                .await
+                .unwrap();
+            let pods = pods.list(&ListParams::default()).await.unwrap();
+            (rs.items.is_empty() && pods.items.is_empty()).then_some(())
+        },
+    )
+    .await;
+    for (name, pid) in &pids {
+        assert!(!echo_alive(*pid), "pid {pid} of {name} still runs");
+        let log = bed.container_logs(&ns, name, "echo");
+        assert!(
+            log.contains(&format!("replica {name} of hello from a ConfigMap")),
+            "{log}"
+        );
+        assert!(log.contains("echo: exiting on SIGTERM"), "{log}");
+    }
+}
+
+#[tokio::test]
+async fn restart_policy_exit_codes_and_liveness_show_in_pod_status() {
+    let bed = TestBed::get();
+    let client = bed.kube().await;
+    let ns = bed.namespace("kubelet-restarts").await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let post = PostParams::default();
+    // OnFailure, exiting 3: restarted, with the last termination in status.
+    pods.create(&post, &pod("crashes", json!({
+        "restartPolicy": "OnFailure",
+        "containers": [echo_container("main", &["--exit-after-ms", "200", "--exit-code", "3"])],
+    }))).await.unwrap();
+    // Never, exiting 0 / 2: Succeeded / Failed with the exit code.
+    pods.create(&post, &pod("succeeds", json!({
+        "restartPolicy": "Never",
+        "containers": [echo_container("main", &["--exit-after-ms", "100", "--exit-code", "0"])],
+    }))).await.unwrap();
+    pods.create(&post, &pod("fails", json!({
+        "restartPolicy": "Never",
+        "containers": [echo_container("main", &["--exit-after-ms", "100", "--exit-code", "2"])],
+    }))).await.unwrap();
+    // A liveness probe on a port nobody listens on: killed and restarted (restartPolicy Always).
+    let mut unhealthy = echo_container("main", &[]);
+    unhealthy["livenessProbe"] =
+        json!({"tcpSocket": {"port": 9}, "periodSeconds": 1, "failureThreshold": 2});
+    pods.create(
+        &post,
+        &pod(
+            "unhealthy",
+            json!({
+                "terminationGracePeriodSeconds": 2,
+                "containers": [unhealthy],
+            }),
+        ),
+    )
+    .await
+    .unwrap();
+    // An image no binary stands for: waiting with the reason a kubelet gives.
+    pods.create(
+        &post,
+        &pod(
+            "no-image",
+            json!({
+                "containers": [{"name": "main", "image": "strom.test/does-not-exist:1"}],
+            }),
+        ),
+    )
+    .await
+    .unwrap();
+
+    let restarts = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .map_or(0, |c| c[0].restart_count)
+    };
+    let crashed = wait_pod(&pods, "crashes", "restarted twice", |p| restarts(p) >= 2).await;
+    let last = crashed
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0]
+        .last_state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!((last.exit_code, last.reason.as_deref()), (3, Some("Error")));
+    assert_ne!(phase(&crashed), "Failed");
+
+    let succeeded = wait_pod(&pods, "succeeds", "Succeeded", |p| phase(p) == "Succeeded").await;
+    let t = succeeded.status.unwrap().container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!((t.exit_code, t.reason.as_deref()), (0, Some("Completed")));
+    let failed = wait_pod(&pods, "fails", "Failed", |p| phase(p) == "Failed").await;
+    let s = &failed.status.unwrap().container_statuses.unwrap()[0];
+    assert_eq!(s.state.clone().unwrap().terminated.unwrap().exit_code, 2);
+    assert_eq!(s.restart_count, 0);
+
+    let unhealthy = wait_pod(&pods, "unhealthy", "restarted by its liveness probe", |p| {
+        restarts(p) >= 1
+    })
+    .await;
+    let last = unhealthy.status.unwrap().container_statuses.unwrap()[0]
+        .last_state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    // Stopped by SIGTERM (echo exits 0 on it) after the probe failed: not a crash of its own.
+    assert_eq!(last.exit_code, 0);
+    assert!(
+        bed.container_logs(&ns, "unhealthy", "main")
+            .contains("echo: exiting on SIGTERM")
+    );
+
+    let waiting = wait_pod(&pods, "no-image", "ErrImagePull", |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|c| {
+                c[0].state
+                    .as_ref()
+                    .and_then(|s| s.waiting.as_ref())
+                    .and_then(|w| w.reason.as_deref())
+                    == Some("ErrImagePull")
+            })
+    })
+    .await;
+    assert_eq!(phase(&waiting), "Pending");
+}
+
+#[tokio::test]
+async fn readiness_probe_decides_ready_and_service_membership() {
+    let bed = TestBed::get();
+    let client = bed.kube().await;
+    let ns = bed.namespace("kubelet-ready").await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let probed = |name: &str| {
+        let mut c = echo_container("main", &[]);
+        c["readinessProbe"] = json!({"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 1, "failureThreshold": 1});
+        let mut p = pod(name, json!({"containers": [c]}));
+        p.metadata.labels = Some([("app".to_string(), "web".to_string())].into());
+        p
+    };
+    for name in ["web-a", "web-b"] {
+        pods.create(&PostParams::default(), &probed(name))
+            .await
+            .unwrap();
+    }
+    Api::<Service>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "web"},
+                "spec": {"selector": {"app": "web"}, "ports": [{"port": 8080}]}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let a = wait_pod(&pods, "web-a", "Ready", ready).await;
+    let b = wait_pod(&pods, "web-b", "Ready", ready).await;
+    let (ip_a, ip_b) = (ip(&a), ip(&b));
+    let both = [ip_a.clone(), ip_b.clone()]
+        .into_iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+        .join(",");
+    eventually("web resolving to both pods", CONVERGE_SECS, || async {
+        (get_ok(&ip_a, "/resolve/web").await == both).then_some(())
+    })
+    .await;
+    // b reports not ready: its Ready condition drops and the Service stops naming it.
+    get_ok(&ip_b, "/set-ready/false").await;
+    wait_pod(&pods, "web-b", "not Ready", |p| {
+        !ready(p) && phase(p) == "Running"
+    })
+    .await;
+    eventually("web resolving to a only", CONVERGE_SECS, || async {
+        (get_ok(&ip_a, "/resolve/web").await == ip_a).then_some(())
+    })
+    .await;
+    get_ok(&ip_b, "/set-ready/true").await;
+    wait_pod(&pods, "web-b", "Ready again", ready).await;
+    eventually(
+        "web resolving to both pods again",
+        CONVERGE_SECS,
+        || async { (get_ok(&ip_a, "/resolve/web").await == both).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_container_ignoring_sigterm_is_killed_after_the_grace_period() {
+    let bed = TestBed::get();
+    let client = bed.kube().await;
+    let ns = bed.namespace("kubelet-grace").await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "stubborn",
+            json!({
+                "terminationGracePeriodSeconds": 2,
+                "containers": [echo_container("main", &["--ignore-sigterm"])],
+            }),
+        ),
+    )
+    .await
+    .unwrap();
+    let p = wait_pod(&pods, "stubborn", "Running", |p| phase(p) == "Running").await;
+    let pid = pid_of(&p.status.unwrap().container_statuses.unwrap()[0]);
+    assert!(echo_alive(pid));
+    // Watch the pod to its end: the kubelet reports how the container ended before it confirms
+    // the deletion.
+    let mut events = std::pin::pin!(kube::runtime::watcher(
+        pods.clone(),
+        kube::runtime::watcher::Config::default().fields("metadata.name=stubborn"),
+    ));
+    pods.delete("stubborn", &DeleteParams::default())
+        .await
+        .unwrap();
+    use futures::StreamExt;
+    let mut last_exit = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(CONVERGE_SECS);
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .expect("pod deleted in time");
+        match event.unwrap().unwrap() {
+            kube::runtime::watcher::Event::Apply(p)
+            | kube::runtime::watcher::Event::InitApply(p) => {
+                if let Some(t) = p
+                    .status
+                    .and_then(|s| s.container_statuses)
+                    .and_then(|c| c[0].state.clone())
+                    .and_then(|s| s.terminated)
+                {
+                    last_exit = Some((t.exit_code, t.signal));
+                }
+            }
+            kube::runtime::watcher::Event::Delete(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        last_exit,
+        Some((137, Some(9))),
+        "SIGKILL after the grace period"
+    );
+    assert!(!echo_alive(pid));
+    let log = bed.container_logs(&ns, "stubborn", "main");
+    assert!(
+        log.contains("echo: SIGTERM received") && !log.contains("exiting on SIGTERM"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_node_takes_its_pods_with_it() {
+    let bed = TestBed::get();
+    let client = bed.kube().await;
+    let ns = bed.namespace("kubelet-lost").await;
+    // A Node of this test's own, so that losing it disturbs no other test.
+    let node = format!("strom-lost-{}", std::process::id());
+    let dir = bed.run_dir().join("nodes").join(&node);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut kubelet = std::process::Command::new(bed.var("STROM_TESTBED_KUBELET"))
+        .args([
+            "serve",
+            "--node",
+            &node,
+            "--subnet",
+            &format!("127.1.{}", 100 + std::process::id() % 100),
+        ])
+        .arg("--kubeconfig")
+        .arg(bed.var("KUBECONFIG"))
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--image-dir")
+        .arg(bed.var("STROM_TESTBED_IMAGE_DIR"))
+        .args(["--api-port", bed.var("STROM_TESTBED_API_PORT")])
+        .stdout(std::fs::File::create(dir.join("kubelet.log")).unwrap())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let nodes: Api<Node> = Api::all(client.clone());
+    eventually("the new Node Ready", CONVERGE_SECS, || async {
+        let n = nodes.get_opt(&node).await.unwrap()?;
+        n.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "doomed",
+            json!({
+                "nodeSelector": {"kubernetes.io/hostname": node},
+                "containers": [echo_container("main", &[])],
+            }),
+        ),
+    )
+    .await
+    .unwrap();
+    let p = wait_pod(&pods, "doomed", "Running on the new Node", |p| {
+        phase(p) == "Running"
+    })
+    .await;
+    assert_eq!(
+        p.spec.as_ref().unwrap().node_name.as_deref(),
+        Some(node.as_str())
+    );
+    let pid = pid_of(
+        &p.status
+            .as_ref()
+            .unwrap()
+            .container_statuses
+            .as_ref()
+            .unwrap()[0],
+    );
+    assert_eq!(get_ok(&ip(&p), "/healthz").await, "ok");
+
+    kubelet.kill().unwrap(); // SIGKILL: no chance to stop anything itself
+    kubelet.wait().unwrap();
+    eventually(
+        "the pod's process gone with its kubelet",
+        CONVERGE_SECS,
+        || async { (!echo_alive(pid)).then_some(()) },
+    )
+    .await;
+    assert!(
+        http_get(&format!("{}:8080", ip(&p)), "/healthz")
+            .await
+            .is_none()
+    );
+
+    // Clean up what a node controller would take minutes to: the pod (force) and the Node.
+    pods.delete(
+        "doomed",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    nodes.delete(&node, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn crd_with_a_cel_rule_is_established_and_rejects_a_bad_object_with_its_message() {
+    let bed = TestBed::get();
+    let ns = bed.namespace("crd-cel").await;
+    let crd = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.smoke.strom.test
+spec:
+  group: smoke.strom.test
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [replicas, minReplicas]
+            properties:
+              replicas: {type: integer}
+              minReplicas: {type: integer}
+            x-kubernetes-validations:
+            - rule: self.minReplicas <= self.replicas
+              message: minReplicas must not exceed replicas
+"#;
+    let apply = |yaml: &str| {
+        let mut child = bed
+            .kubectl()
+            .args(["apply", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(yaml.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = apply(crd);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run_ok(bed.kubectl().args([
+        "wait",
+        "--for",
+        "condition=Established",
+        "--timeout",
+        "60s",
+        "crd/widgets.smoke.strom.test",
+    ]));
+    let widget = |name: &str, replicas: u32, min: u32| {
+        format!(
+            "apiVersion: smoke.strom.test/v1\nkind: Widget\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{replicas: {replicas}, minReplicas: {min}}}\n"
+        )
+    };
+    let bad = apply(&widget("bad", 1, 3));
+    assert!(
+        !bad.status.success(),
+        "the CEL rule admitted a violating Widget"
+    );
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("minReplicas must not exceed replicas"),
+        "{stderr}"
+    );
+    let good = apply(&widget("good", 3, 1));
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let got = run_ok(bed.kubectl().args([
+        "-n",
+        &ns,
+        "get",
+        "widgets",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]));
+    assert_eq!(got, "good");
+}
+
+#[tokio::test]
+async fn helm_installs_and_uninstalls_a_chart() {
+    let bed = TestBed::get();
+    let client = bed.kube().await;
+    let ns = bed.namespace("helm").await;
+    let chart = bed.run_dir().join(format!("charts/{ns}/echo"));
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        "apiVersion: v2\nname: echo\nversion: 0.1.0\nkubeVersion: \">=1.30.0-0\"\n",
+    )
+    .unwrap();
+    std::fs::write(chart.join("values.yaml"), "replicas: 1\ngreeting: hi\n").unwrap();
+    std::fs::write(chart.join("templates/resources.yaml"), format!(r#"apiVersion: v1
+kind: ConfigMap
+metadata: {{name: {{{{ .Release.Name }}}}-settings}}
+data: {{greeting: {{{{ .Values.greeting | quote }}}}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {{{{ .Release.Name }}}}}}
+spec:
+  replicas: {{{{ .Values.replicas }}}}
+  selector: {{matchLabels: {{app: {{{{ .Release.Name }}}}}}}}
+  template:
+    metadata: {{labels: {{app: {{{{ .Release.Name }}}}}}}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: echo
+        image: {ECHO_IMAGE}
+        args: ["--port", "8080"]
+        env:
+        - {{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}
+        - {{name: GREETING, valueFrom: {{configMapKeyRef: {{name: {{{{ .Release.Name }}}}-settings, key: greeting}}}}}}
+        readinessProbe: {{httpGet: {{path: /ready, port: 8080}}, periodSeconds: 1}}
+"#)).unwrap();
+    // --wait: helm itself waits for the Deployment's pods to be ready (the kubelet's readiness).
+    run_ok(bed.helm().args(["install", "demo"]).arg(&chart).args([
+        "-n",
+        &ns,
+        "--set",
+        "replicas=2",
+        "--set",
+        "greeting=hello from helm",
+        "--wait",
+        "--timeout",
+        "120s",
+    ]));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let list = pods
+        .list(&ListParams::default().labels("app=demo"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.iter().filter(|p| ready(p)).count(), 2);
+    for p in &list.items {
+        assert_eq!(get_ok(&ip(p), "/env/GREETING").await, "hello from helm");
+    }
+    let status = run_ok(bed.helm().args(["status", "demo", "-n", &ns, "-o", "json"]));
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["info"]["status"], "deployed");
+
+    run_ok(bed.helm().args([
+        "uninstall",
+        "demo",
+        "-n",
+        &ns,
+        "--wait",
+        "--timeout",
+        "120s",
+    ]));
+    assert!(
+        Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .get_opt("demo-settings")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        Api::<Deployment>::namespaced(client.clone(), &ns)
+            .get_opt("demo")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    eventually("the chart's pods gone", CONVERGE_SECS, || async {
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let releases = run_ok(bed.helm().args(["list", "-n", &ns, "-q"]));
+    assert_eq!(releases.trim(), "");
+}
