@@ -36,3 +36,22 @@ ensure_java() {
     apt_install python3 python3-pip
   fi
 }
+
+# What tests/testbed needs beyond Rust and Java: Go (builds the Kubernetes control plane, etcd and
+# helm; build-control-plane.sh says so if the one found is too old), Maven (fetches Kafka's jars),
+# openssl (certificates), curl (readiness checks), python3 (free ports).
+ensure_testbed_tools() {
+  local missing=()
+  command -v mvn >/dev/null 2>&1 || missing+=(maven)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v setsid >/dev/null 2>&1 || missing+=(util-linux)
+  if ! command -v go >/dev/null 2>&1; then
+    if [ -x /usr/local/go/bin/go ]; then
+      export PATH="/usr/local/go/bin:$PATH"
+    else
+      missing+=(golang-go)
+    fi
+  fi
+  if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
+}
