@@ -24,8 +24,17 @@ impl TestBed {
             let run = PathBuf::from(
                 std::env::var("STROM_TESTBED_RUN").unwrap_or_else(|_| "/tmp/strom-testbed".into()),
             );
+            if run.join("env").exists() && !all_alive(&run) {
+                // Left behind by a test bed that did not stop cleanly: clear it, start afresh.
+                let status = Command::new(scripts_dir().join("down"))
+                    .env("STROM_TESTBED_RUN", &run)
+                    .status()
+                    .expect("run tests/testbed/down");
+                assert!(status.success(), "tests/testbed/down failed: {status}");
+            }
             if !run.join("env").exists() {
                 let status = Command::new(scripts_dir().join("up"))
+                    .env("STROM_TESTBED_RUN", &run)
                     .stdout(std::process::Stdio::null())
                     .status()
                     .expect("run tests/testbed/up");
@@ -105,6 +114,26 @@ pub fn run_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every component in the run dir's pid files is still the process that was started (pid and start
+/// time, as lib.sh records them).
+fn all_alive(run: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(run.join("pids")) else {
+        return false;
+    };
+    entries.flatten().all(|e| {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let mut parts = text.split_whitespace();
+        let (Some(pid), Some(start)) = (parts.next(), parts.next()) else {
+            return false;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Field 22 (start time) is the 20th after the parenthesised command name.
+        stat.rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+            == Some(start)
+    })
 }
 
 /// `tests/testbed/` in the source tree.

@@ -596,7 +596,12 @@ impl Supervisor {
                 Ended::Exited(s) => (s, false),
                 Ended::Stopped(s) => (s, true),
             };
-            let terminated = terminated_state(exit, started_at, &container_id);
+            let mut terminated = terminated_state(exit, started_at, &container_id);
+            if terminated.exit_code != 0 {
+                // terminationMessagePolicy FallbackToLogsOnError: the log's tail says why.
+                terminated.message =
+                    log_tail(&self.logs.join(&c.name).join(format!("{restarts}.log")));
+            }
             let exit_code = terminated.exit_code;
             let state = ContainerState {
                 terminated: Some(terminated),
@@ -762,4 +767,13 @@ fn terminated_state(
         container_id: Some(container_id.to_string()),
         message: None,
     }
+}
+
+/// The last lines of a container's log (at most 2 KiB), as the kubelet reports them for a
+/// container that failed.
+fn log_tail(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read(path).ok()?;
+    let tail = &text[text.len().saturating_sub(2048)..];
+    let tail = String::from_utf8_lossy(tail).trim().to_string();
+    (!tail.is_empty()).then_some(tail)
 }
