@@ -139,6 +139,15 @@ fn ip(p: &Pod) -> String {
         .unwrap_or_default()
 }
 
+/// The test bed, a client, a fresh namespace named after the test, and its pods.
+async fn setup(prefix: &str) -> (&'static TestBed, kube::Client, String, Api<Pod>) {
+    let bed = TestBed::get();
+    let client = bed.kube().await;
+    let ns = bed.namespace(prefix).await;
+    let pods = Api::namespaced(client.clone(), &ns);
+    (bed, client, ns, pods)
+}
+
 async fn wait_pod(pods: &Api<Pod>, name: &str, what: &str, f: impl Fn(&Pod) -> bool) -> Pod {
     let deadline = std::time::Instant::now() + Duration::from_secs(CONVERGE_SECS);
     loop {
@@ -157,9 +166,7 @@ async fn wait_pod(pods: &Api<Pod>, name: &str, what: &str, f: impl Fn(&Pod) -> b
 
 #[tokio::test]
 async fn deployment_runs_pods_with_env_volumes_and_service_names_and_deletion_stops_them() {
-    let bed = TestBed::get();
-    let client = bed.kube().await;
-    let ns = bed.namespace("kubelet-deploy").await;
+    let (bed, client, ns, pods) = setup("kubelet-deploy").await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     cms.create(
         &PostParams::default(),
@@ -232,7 +239,6 @@ async fn deployment_runs_pods_with_env_volumes_and_service_names_and_deletion_st
         .await
         .unwrap();
 
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let running = eventually("2 Running, Ready echo pods", CONVERGE_SECS, || async {
         let list = pods
             .list(&ListParams::default().labels("app=echo"))
@@ -259,7 +265,8 @@ async fn deployment_runs_pods_with_env_volumes_and_service_names_and_deletion_st
         );
         let node = p.spec.as_ref().unwrap().node_name.clone().unwrap();
         assert!(node.starts_with("strom-node-"), "{node}");
-        assert!(ip(p).starts_with("127.1."), "{}", ip(p));
+        let octet = bed.var("STROM_TESTBED_POD_OCTET");
+        assert!(ip(p).starts_with(&format!("127.{octet}.")), "{}", ip(p));
     }
 
     let names: BTreeSet<String> = running
@@ -393,10 +400,7 @@ async fn deployment_runs_pods_with_env_volumes_and_service_names_and_deletion_st
 
 #[tokio::test]
 async fn restart_policy_exit_codes_and_liveness_show_in_pod_status() {
-    let bed = TestBed::get();
-    let client = bed.kube().await;
-    let ns = bed.namespace("kubelet-restarts").await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let (bed, _, ns, pods) = setup("kubelet-restarts").await;
     let post = PostParams::default();
     // OnFailure, exiting 3: restarted, with the last termination in status.
     pods.create(&post, &pod("crashes", json!({
@@ -511,10 +515,7 @@ async fn restart_policy_exit_codes_and_liveness_show_in_pod_status() {
 
 #[tokio::test]
 async fn readiness_probe_decides_ready_and_service_membership() {
-    let bed = TestBed::get();
-    let client = bed.kube().await;
-    let ns = bed.namespace("kubelet-ready").await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let (_, client, ns, pods) = setup("kubelet-ready").await;
     let probed = |name: &str| {
         let mut c = echo_container("main", &[]);
         c["readinessProbe"] = json!({"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 1, "failureThreshold": 1});
@@ -573,10 +574,7 @@ async fn readiness_probe_decides_ready_and_service_membership() {
 
 #[tokio::test]
 async fn a_container_ignoring_sigterm_is_killed_after_the_grace_period() {
-    let bed = TestBed::get();
-    let client = bed.kube().await;
-    let ns = bed.namespace("kubelet-grace").await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let (bed, _, ns, pods) = setup("kubelet-grace").await;
     pods.create(
         &PostParams::default(),
         &pod(
@@ -639,9 +637,7 @@ async fn a_container_ignoring_sigterm_is_killed_after_the_grace_period() {
 
 #[tokio::test]
 async fn a_lost_node_takes_its_pods_with_it() {
-    let bed = TestBed::get();
-    let client = bed.kube().await;
-    let ns = bed.namespace("kubelet-lost").await;
+    let (bed, client, _, pods) = setup("kubelet-lost").await;
     // A Node of this test's own, so that losing it disturbs no other test.
     let node = format!("strom-lost-{}", std::process::id());
     let dir = bed.run_dir().join("nodes").join(&node);
@@ -652,7 +648,11 @@ async fn a_lost_node_takes_its_pods_with_it() {
             "--node",
             &node,
             "--subnet",
-            &format!("127.1.{}", 100 + std::process::id() % 100),
+            &format!(
+                "127.{}.{}",
+                bed.var("STROM_TESTBED_POD_OCTET"),
+                100 + std::process::id() % 100
+            ),
         ])
         .arg("--kubeconfig")
         .arg(bed.var("KUBECONFIG"))
@@ -675,7 +675,6 @@ async fn a_lost_node_takes_its_pods_with_it() {
             .then_some(())
     })
     .await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     pods.create(
         &PostParams::default(),
         &pod(
@@ -830,9 +829,7 @@ spec:
 
 #[tokio::test]
 async fn helm_installs_and_uninstalls_a_chart() {
-    let bed = TestBed::get();
-    let client = bed.kube().await;
-    let ns = bed.namespace("helm").await;
+    let (bed, client, ns, pods) = setup("helm").await;
     let chart = bed.run_dir().join(format!("charts/{ns}/echo"));
     std::fs::create_dir_all(chart.join("templates")).unwrap();
     std::fs::write(
@@ -877,7 +874,6 @@ spec:
         "--timeout",
         "120s",
     ]));
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let list = pods
         .list(&ListParams::default().labels("app=demo"))
         .await

@@ -112,6 +112,35 @@ stop_all() {
   done
 }
 
+# Pod addresses: a test bed's Nodes serve 127.<octet>.<node>.0/24. Two test beds on one machine (a
+# developer's and CI's) must not hand out the same addresses, so each claims an octet of its own
+# under $OCTETS (a directory per octet naming the run dir that holds it; a claim whose run dir is
+# gone is stale and taken over).
+OCTETS="${TMPDIR:-/tmp}/strom-testbed-octets"
+
+claim_octet() {
+  local b owner
+  mkdir -p "$OCTETS"
+  for b in $(seq 1 250); do
+    if mkdir "$OCTETS/$b" 2>/dev/null; then
+      printf '%s\n' "$RUN" >"$OCTETS/$b/run"; printf '%s\n' "$b"; return 0
+    fi
+    owner="$(cat "$OCTETS/$b/run" 2>/dev/null || true)"
+    if [ "$owner" = "$RUN" ] || [ ! -d "$owner/pids" ]; then
+      printf '%s\n' "$RUN" >"$OCTETS/$b/run"; printf '%s\n' "$b"; return 0
+    fi
+  done
+  log "no free octet for pod addresses under $OCTETS"; return 1
+}
+
+release_octet() {
+  local d
+  for d in "$OCTETS"/*/; do
+    [ "$(cat "$d/run" 2>/dev/null)" = "$RUN" ] && rm -rf "$d"
+  done
+  return 0
+}
+
 # Removes the run dir, but only one that a test bed created.
 remove_run_dir() {
   if [ -d "$RUN" ]; then

@@ -204,57 +204,6 @@ fn pod_info(p: &Pod) -> Option<PodInfo> {
 
 /// Follows Services and pods in every namespace, rewriting the local pods' hosts files.
 pub async fn watch(k: Arc<Kubelet>) -> Result<()> {
-    let services = watcher(
-        Api::<Service>::all(k.client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .try_for_each(|event| {
-        let k = k.clone();
-        async move {
-            let mut state = lock(&k.dns.state);
-            match event {
-                watcher::Event::Init => state.services.clear(),
-                watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
-                    state.services.insert(key(&s.metadata), service_info(&s));
-                }
-                watcher::Event::Delete(s) => {
-                    state.services.remove(&key(&s.metadata));
-                }
-                watcher::Event::InitDone => {}
-            }
-            drop(state);
-            k.dns.changed.notify_one();
-            Ok(())
-        }
-    });
-    let pods = watcher(
-        Api::<Pod>::all(k.client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .try_for_each(|event| {
-        let k = k.clone();
-        async move {
-            let mut state = lock(&k.dns.state);
-            match event {
-                watcher::Event::Init => state.pods.clear(),
-                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
-                    match pod_info(&p) {
-                        Some(info) => state.pods.insert(key(&p.metadata), info),
-                        None => state.pods.remove(&key(&p.metadata)),
-                    };
-                }
-                watcher::Event::Delete(p) => {
-                    state.pods.remove(&key(&p.metadata));
-                }
-                watcher::Event::InitDone => {}
-            }
-            drop(state);
-            k.dns.changed.notify_one();
-            Ok(())
-        }
-    });
     let writer = async {
         loop {
             k.dns.changed.notified().await;
@@ -262,9 +211,50 @@ pub async fn watch(k: Arc<Kubelet>) -> Result<()> {
         }
     };
     tokio::select! {
-        r = services => r?,
-        r = pods => r?,
+        r = follow(&k, |s| &mut s.services, |s: &Service| Some(service_info(s))) => r?,
+        r = follow(&k, |s| &mut s.pods, pod_info) => r?,
         () = writer => {}
     }
+    Ok(())
+}
+
+/// Keeps MAP (a part of the state) equal to INFO of every object of kind K, waking the writer on
+/// each change. INFO None leaves an object out.
+async fn follow<K, V>(
+    k: &Arc<Kubelet>,
+    map: fn(&mut State) -> &mut BTreeMap<Key, V>,
+    info: fn(&K) -> Option<V>,
+) -> Result<()>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    watcher(Api::<K>::all(k.client.clone()), watcher::Config::default())
+        .default_backoff()
+        .try_for_each(|event| {
+            let mut state = lock(&k.dns.state);
+            let map = map(&mut state);
+            match event {
+                watcher::Event::Init => map.clear(),
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                    match info(&o) {
+                        Some(v) => map.insert(key(o.meta()), v),
+                        None => map.remove(&key(o.meta())),
+                    };
+                }
+                watcher::Event::Delete(o) => {
+                    map.remove(&key(o.meta()));
+                }
+                watcher::Event::InitDone => {}
+            }
+            drop(state);
+            k.dns.changed.notify_one();
+            std::future::ready(Ok(()))
+        })
+        .await?;
     Ok(())
 }
