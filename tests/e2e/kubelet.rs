@@ -921,3 +921,56 @@ spec:
     let releases = run_ok(bed.helm().args(["list", "-n", &ns, "-q"]));
     assert_eq!(releases.trim(), "");
 }
+
+/// `up` names a component that fails to start and shows the tail of its own log. The failing
+/// component here is a script standing in for etcd that writes a line and exits: what is tested is
+/// the report, not etcd.
+#[test]
+fn up_reports_a_component_that_fails_to_start_with_its_log() {
+    let dir = std::env::temp_dir().join(format!("strom-testbed-fail-{}", std::process::id()));
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubectl",
+    ] {
+        let path = bin.join(tool);
+        std::fs::write(
+            &path,
+            "#!/bin/sh\necho \"$0: cannot open data dir: permission denied (test)\" >&2\nexit 3\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = std::process::Command::new(strom_tests::testbed::scripts_dir().join("up"))
+        .env("STROM_TESTBED_RUN", dir.join("run"))
+        .env("STROM_TESTBED_BIN", &bin)
+        .env("STROM_TESTBED_TIMEOUT", "20")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "up succeeded with a broken etcd: {stderr}"
+    );
+    assert!(
+        stderr.contains("etcd exited while waiting for healthy /health"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("etcd failed"), "{stderr}");
+    assert!(
+        stderr.contains("etcd: cannot open data dir: permission denied (test)"),
+        "{stderr}"
+    );
+    // Nothing is left running; down cleans up the kept logs.
+    run_ok(
+        std::process::Command::new(strom_tests::testbed::scripts_dir().join("down"))
+            .env("STROM_TESTBED_RUN", dir.join("run")),
+    );
+    assert!(!dir.join("run").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
