@@ -66,6 +66,15 @@ fn who_am_i(bed: &TestBed, token: &str, ca: &str) -> String {
         .to_string()
 }
 
+/// What NAME resolves to inside the pod at IP; None while it does not resolve (a Service
+/// without ready pods has no names).
+async fn resolve(ip: &str, name: &str) -> Option<String> {
+    match http_get(&format!("{ip}:8080"), &format!("/resolve/{name}")).await {
+        Some((200, body)) => Some(body),
+        _ => None,
+    }
+}
+
 async fn get_ok(ip: &str, path: &str) -> String {
     let (code, body) = http_get(&format!("{ip}:8080"), path)
         .await
@@ -518,7 +527,7 @@ async fn readiness_probe_decides_ready_and_service_membership() {
     let (_, client, ns, pods) = setup("kubelet-ready").await;
     let probed = |name: &str| {
         let mut c = echo_container("main", &[]);
-        c["readinessProbe"] = json!({"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 1, "failureThreshold": 1});
+        c["readinessProbe"] = json!({"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 1, "timeoutSeconds": 5, "failureThreshold": 1});
         let mut p = pod(name, json!({"containers": [c]}));
         p.metadata.labels = Some([("app".to_string(), "web".to_string())].into());
         p
@@ -549,7 +558,7 @@ async fn readiness_probe_decides_ready_and_service_membership() {
         .collect::<Vec<_>>()
         .join(",");
     eventually("web resolving to both pods", CONVERGE_SECS, || async {
-        (get_ok(&ip_a, "/resolve/web").await == both).then_some(())
+        (resolve(&ip_a, "web").await.as_deref() == Some(both.as_str())).then_some(())
     })
     .await;
     // b reports not ready: its Ready condition drops and the Service stops naming it.
@@ -559,7 +568,7 @@ async fn readiness_probe_decides_ready_and_service_membership() {
     })
     .await;
     eventually("web resolving to a only", CONVERGE_SECS, || async {
-        (get_ok(&ip_a, "/resolve/web").await == ip_a).then_some(())
+        (resolve(&ip_a, "web").await.as_deref() == Some(ip_a.as_str())).then_some(())
     })
     .await;
     get_ok(&ip_b, "/set-ready/true").await;
@@ -567,7 +576,7 @@ async fn readiness_probe_decides_ready_and_service_membership() {
     eventually(
         "web resolving to both pods again",
         CONVERGE_SECS,
-        || async { (get_ok(&ip_a, "/resolve/web").await == both).then_some(()) },
+        || async { (resolve(&ip_a, "web").await.as_deref() == Some(both.as_str())).then_some(()) },
     )
     .await;
 }
@@ -636,8 +645,8 @@ async fn a_container_ignoring_sigterm_is_killed_after_the_grace_period() {
 }
 
 #[tokio::test]
-async fn a_lost_node_takes_its_pods_with_it() {
-    let (bed, client, _, pods) = setup("kubelet-lost").await;
+async fn a_lost_node_takes_its_pods_with_it_and_they_are_rescheduled() {
+    let (bed, client, ns, pods) = setup("kubelet-lost").await;
     // A Node of this test's own, so that losing it disturbs no other test.
     let node = format!("strom-lost-{}", std::process::id());
     let dir = bed.run_dir().join("nodes").join(&node);
@@ -661,6 +670,8 @@ async fn a_lost_node_takes_its_pods_with_it() {
         .arg("--image-dir")
         .arg(bed.var("STROM_TESTBED_IMAGE_DIR"))
         .args(["--api-port", bed.var("STROM_TESTBED_API_PORT")])
+        // Only this test's pod may land there: other tests' pods must not die with it.
+        .args(["--taint", "strom.test/lost-node=true:NoSchedule"])
         .stdout(std::fs::File::create(dir.join("kubelet.log")).unwrap())
         .stderr(std::process::Stdio::inherit())
         .spawn()
@@ -675,35 +686,63 @@ async fn a_lost_node_takes_its_pods_with_it() {
             .then_some(())
     })
     .await;
-    pods.create(
-        &PostParams::default(),
-        &pod(
-            "doomed",
-            json!({
-                "nodeSelector": {"kubernetes.io/hostname": node},
-                "containers": [echo_container("main", &[])],
-            }),
-        ),
-    )
-    .await
+    // A Deployment whose one replica tolerates the new Node's taint and prefers the Node: the
+    // scheduler puts it there.
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "survivor"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "survivor"}},
+            "template": {
+                "metadata": {"labels": {"app": "survivor"}},
+                "spec": {
+                    "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+                        "weight": 100,
+                        "preference": {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]},
+                    }]}},
+                    "tolerations": [{"key": "strom.test/lost-node", "operator": "Exists", "effect": "NoSchedule"}],
+                    "containers": [echo_container("main", &[])],
+                },
+            },
+        },
+    }))
     .unwrap();
-    let p = wait_pod(&pods, "doomed", "Running on the new Node", |p| {
-        phase(p) == "Running"
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let running_on = |wanted: Option<String>| {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels("app=survivor"))
+                .await
+                .unwrap();
+            list.items.into_iter().find(|p| {
+                phase(p) == "Running"
+                    && ready(p)
+                    && p.metadata.deletion_timestamp.is_none()
+                    && match &wanted {
+                        Some(n) => p.spec.as_ref().unwrap().node_name.as_ref() == Some(n),
+                        None => true,
+                    }
+            })
+        }
+    };
+    let first = eventually("the replica Running on the new Node", CONVERGE_SECS, || {
+        running_on(Some(node.clone()))
     })
     .await;
-    assert_eq!(
-        p.spec.as_ref().unwrap().node_name.as_deref(),
-        Some(node.as_str())
-    );
     let pid = pid_of(
-        &p.status
+        &first
+            .status
             .as_ref()
             .unwrap()
             .container_statuses
             .as_ref()
             .unwrap()[0],
     );
-    assert_eq!(get_ok(&ip(&p), "/healthz").await, "ok");
+    assert_eq!(get_ok(&ip(&first), "/healthz").await, "ok");
 
     kubelet.kill().unwrap(); // SIGKILL: no chance to stop anything itself
     kubelet.wait().unwrap();
@@ -714,14 +753,49 @@ async fn a_lost_node_takes_its_pods_with_it() {
     )
     .await;
     assert!(
-        http_get(&format!("{}:8080", ip(&p)), "/healthz")
+        http_get(&format!("{}:8080", ip(&first)), "/healthz")
             .await
             .is_none()
     );
 
-    // Clean up what a node controller would take minutes to: the pod (force) and the Node.
+    // The real control plane notices: the Node's Ready condition goes Unknown (no Lease renewals),
+    // the pod is evicted, and the ReplicaSet's replacement runs on a Node that is still there.
+    eventually("the lost Node marked not Ready", CONVERGE_SECS, || async {
+        let n = nodes.get(&node).await.unwrap();
+        n.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status != "True")
+            .then_some(())
+    })
+    .await;
+    let replacement = eventually(
+        "a replacement Running on another Node",
+        CONVERGE_SECS,
+        || async {
+            running_on(None)
+                .await
+                .filter(|p| p.spec.as_ref().unwrap().node_name.as_ref() != Some(&node))
+        },
+    )
+    .await;
+    assert_ne!(replacement.metadata.uid, first.metadata.uid);
+    assert_eq!(
+        get_ok(&ip(&replacement), "/env/POD_NAME").await,
+        replacement.metadata.name.clone().unwrap()
+    );
+
+    // What stays behind for want of a kubelet: the evicted pod, Terminating on the lost Node.
+    let evicted = pods
+        .get(first.metadata.name.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        evicted.metadata.deletion_timestamp.is_some(),
+        "the pod on the lost Node was evicted"
+    );
     pods.delete(
-        "doomed",
+        first.metadata.name.as_deref().unwrap(),
         &DeleteParams {
             grace_period_seconds: Some(0),
             ..Default::default()

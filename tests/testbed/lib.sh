@@ -23,11 +23,15 @@ log() { printf 'testbed: %s\n' "$*" >&2; }
 # one process for good, even after the pid is reused.
 start_time() { awk '{ sub(/^.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null; }
 
-# pid_alive PIDFILE: the process the pid file names ("PID STARTTIME") is still that process.
+# pid_alive PIDFILE: the process the pid file names ("PID STARTTIME") is still that process and
+# has not exited (a zombie, waiting for its parent or init to reap it, has).
 pid_alive() {
-  local pid st
+  local pid st stat fields
   read -r pid st <"$1" 2>/dev/null || return 1
-  [ -n "$pid" ] && [ "$(start_time "$pid")" = "$st" ]
+  [ -n "$pid" ] || return 1
+  stat="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null)" || return 1
+  read -r -a fields <<<"$stat"
+  [ "${fields[0]:-}" != Z ] && [ "${fields[19]:-}" = "$st" ]
 }
 
 # Components are numbered in start order; down stops them newest first.

@@ -153,14 +153,23 @@ impl Dns {
         let state = lock(&self.state);
         for pod in state.local.values() {
             let text = self.render(&state, pod);
-            if std::fs::read_to_string(&pod.path).ok().as_deref() != Some(text.as_str()) {
-                // In place: the pod's mount namespace holds this inode.
-                if let Err(e) = std::fs::write(&pod.path, text) {
-                    tracing::warn!(path = %pod.path.display(), error = %e, "hosts file not written");
-                }
+            if std::fs::read_to_string(&pod.path).ok().as_deref() != Some(text.as_str())
+                && let Err(e) = overwrite(&pod.path, text.as_bytes())
+            {
+                tracing::warn!(path = %pod.path.display(), error = %e, "hosts file not written");
             }
         }
     }
+}
+
+/// Replaces a file's contents in place (the pods' mount namespaces hold its inode, so a rename
+/// would not reach them) without truncating it first: a resolver reading meanwhile sees the old
+/// contents or the new, possibly followed by a tail of old lines, never an empty file.
+fn overwrite(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    f.write_all(data)?;
+    f.set_len(data.len() as u64)
 }
 
 fn key(meta: &kube::api::ObjectMeta) -> Key {

@@ -86,6 +86,10 @@ pub struct ServeArgs {
     /// Extra Node labels, `KEY=VALUE`. Repeatable.
     #[arg(long = "label", value_parser = parse_kv)]
     pub labels: Vec<(String, String)>,
+    /// Node taints, `KEY[=VALUE]:EFFECT`, registered with the Node (as the kubelet's
+    /// `--register-with-taints`). Repeatable.
+    #[arg(long = "taint", value_parser = parse_taint)]
+    pub taints: Vec<k8s_openapi::api::core::v1::Taint>,
     /// First restart back-off of a crashing container (doubles up to 5 minutes; the kubelet's is
     /// 10 s, shorter here so that tests of restarts stay short).
     #[arg(long, default_value_t = 1)]
@@ -98,6 +102,25 @@ pub struct ServeArgs {
 fn parse_image(s: &str) -> Result<(String, PathBuf), String> {
     let (image, bin) = s.split_once('=').ok_or("expected IMAGE=BINARY")?;
     Ok((image.to_string(), PathBuf::from(bin)))
+}
+
+fn parse_taint(s: &str) -> Result<k8s_openapi::api::core::v1::Taint, String> {
+    let (kv, effect) = s.rsplit_once(':').ok_or("expected KEY[=VALUE]:EFFECT")?;
+    let (key, value) = match kv.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string())),
+        None => (kv, None),
+    };
+    if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+        return Err(format!(
+            "taint effect {effect:?}: expected NoSchedule, PreferNoSchedule or NoExecute"
+        ));
+    }
+    Ok(k8s_openapi::api::core::v1::Taint {
+        key: key.to_string(),
+        value,
+        effect: effect.to_string(),
+        time_added: None,
+    })
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
     NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -117,6 +117,10 @@ pub async fn register(k: &Kubelet) -> Result<()> {
             labels: Some(labels.clone()),
             ..Default::default()
         },
+        spec: Some(NodeSpec {
+            taints: (!k.args.taints.is_empty()).then(|| k.args.taints.clone()),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     match nodes.create(&PostParams::default(), &node).await {
