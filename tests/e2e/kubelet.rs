@@ -441,6 +441,33 @@ async fn restart_policy_exit_codes_and_liveness_show_in_pod_status() {
     )
     .await
     .unwrap();
+    // Init containers run first, each to its end: one that succeeds lets the main container start;
+    // one that fails under restartPolicy Never fails the pod, and the main container never runs.
+    pods.create(
+        &post,
+        &pod(
+            "initialised",
+            json!({
+                "initContainers": [echo_container("setup", &["--exit-after-ms", "100", "--exit-code", "0"])],
+                "containers": [echo_container("main", &[])],
+            }),
+        ),
+    )
+    .await
+    .unwrap();
+    pods.create(
+        &post,
+        &pod(
+            "init-fails",
+            json!({
+                "restartPolicy": "Never",
+                "initContainers": [echo_container("setup", &["--exit-after-ms", "100", "--exit-code", "7"])],
+                "containers": [echo_container("main", &[])],
+            }),
+        ),
+    )
+    .await
+    .unwrap();
     // An image no binary stands for: waiting with the reason a kubelet gives.
     pods.create(
         &post,
@@ -520,6 +547,37 @@ async fn restart_policy_exit_codes_and_liveness_show_in_pod_status() {
     })
     .await;
     assert_eq!(phase(&waiting), "Pending");
+
+    let init_state = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.init_container_statuses.as_ref())
+            .and_then(|c| c[0].state.clone())
+            .and_then(|s| s.terminated)
+            .map(|t| t.exit_code)
+    };
+    let initialised = wait_pod(
+        &pods,
+        "initialised",
+        "Running after its init container",
+        |p| phase(p) == "Running",
+    )
+    .await;
+    assert_eq!(init_state(&initialised), Some(0));
+    assert!(
+        bed.container_logs(&ns, "initialised", "setup")
+            .contains("echo: exiting with 0")
+    );
+    let failed_init = wait_pod(&pods, "init-fails", "Failed by its init container", |p| {
+        phase(p) == "Failed"
+    })
+    .await;
+    assert_eq!(init_state(&failed_init), Some(7));
+    assert_eq!(
+        bed.container_logs(&ns, "init-fails", "main"),
+        "",
+        "the main container never ran"
+    );
 }
 
 #[tokio::test]
