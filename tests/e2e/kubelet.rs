@@ -148,6 +148,13 @@ fn ip(p: &Pod) -> String {
         .unwrap_or_default()
 }
 
+/// Creates the pod NAME (labelled `app: NAME`) with SPEC.
+async fn create_pod(pods: &Api<Pod>, name: &str, spec: Value) {
+    pods.create(&PostParams::default(), &pod(name, spec))
+        .await
+        .unwrap();
+}
+
 /// The test bed, a client, a fresh namespace named after the test, and its pods.
 async fn setup(prefix: &str) -> (&'static TestBed, kube::Client, String, Api<Pod>) {
     let bed = TestBed::get();
@@ -410,76 +417,78 @@ async fn deployment_runs_pods_with_env_volumes_and_service_names_and_deletion_st
 #[tokio::test]
 async fn restart_policy_exit_codes_and_liveness_show_in_pod_status() {
     let (bed, _, ns, pods) = setup("kubelet-restarts").await;
-    let post = PostParams::default();
     // OnFailure, exiting 3: restarted, with the last termination in status.
-    pods.create(&post, &pod("crashes", json!({
-        "restartPolicy": "OnFailure",
-        "containers": [echo_container("main", &["--exit-after-ms", "200", "--exit-code", "3"])],
-    }))).await.unwrap();
+    create_pod(
+        &pods,
+        "crashes",
+        json!({
+            "restartPolicy": "OnFailure",
+            "containers": [echo_container("main", &["--exit-after-ms", "200", "--exit-code", "3"])],
+        }),
+    )
+    .await;
     // Never, exiting 0 / 2: Succeeded / Failed with the exit code.
-    pods.create(&post, &pod("succeeds", json!({
-        "restartPolicy": "Never",
-        "containers": [echo_container("main", &["--exit-after-ms", "100", "--exit-code", "0"])],
-    }))).await.unwrap();
-    pods.create(&post, &pod("fails", json!({
-        "restartPolicy": "Never",
-        "containers": [echo_container("main", &["--exit-after-ms", "100", "--exit-code", "2"])],
-    }))).await.unwrap();
+    create_pod(
+        &pods,
+        "succeeds",
+        json!({
+            "restartPolicy": "Never",
+            "containers": [echo_container("main", &["--exit-after-ms", "100", "--exit-code", "0"])],
+        }),
+    )
+    .await;
+    create_pod(
+        &pods,
+        "fails",
+        json!({
+            "restartPolicy": "Never",
+            "containers": [echo_container("main", &["--exit-after-ms", "100", "--exit-code", "2"])],
+        }),
+    )
+    .await;
     // A liveness probe on a port nobody listens on: killed and restarted (restartPolicy Always).
     let mut unhealthy = echo_container("main", &[]);
     unhealthy["livenessProbe"] =
         json!({"tcpSocket": {"port": 9}, "periodSeconds": 1, "failureThreshold": 2});
-    pods.create(
-        &post,
-        &pod(
-            "unhealthy",
-            json!({
-                "terminationGracePeriodSeconds": 2,
-                "containers": [unhealthy],
-            }),
-        ),
+    create_pod(
+        &pods,
+        "unhealthy",
+        json!({
+            "terminationGracePeriodSeconds": 2,
+            "containers": [unhealthy],
+        }),
     )
-    .await
-    .unwrap();
+    .await;
     // Init containers run first, each to its end: one that succeeds lets the main container start;
     // one that fails under restartPolicy Never fails the pod, and the main container never runs.
-    pods.create(
-        &post,
-        &pod(
-            "initialised",
-            json!({
-                "initContainers": [echo_container("setup", &["--exit-after-ms", "100", "--exit-code", "0"])],
-                "containers": [echo_container("main", &[])],
-            }),
-        ),
+    create_pod(
+        &pods,
+        "initialised",
+        json!({
+            "initContainers": [echo_container("setup", &["--exit-after-ms", "100", "--exit-code", "0"])],
+            "containers": [echo_container("main", &[])],
+        }),
     )
-    .await
-    .unwrap();
-    pods.create(
-        &post,
-        &pod(
-            "init-fails",
-            json!({
-                "restartPolicy": "Never",
-                "initContainers": [echo_container("setup", &["--exit-after-ms", "100", "--exit-code", "7"])],
-                "containers": [echo_container("main", &[])],
-            }),
-        ),
+    .await;
+    create_pod(
+        &pods,
+        "init-fails",
+        json!({
+            "restartPolicy": "Never",
+            "initContainers": [echo_container("setup", &["--exit-after-ms", "100", "--exit-code", "7"])],
+            "containers": [echo_container("main", &[])],
+        }),
     )
-    .await
-    .unwrap();
+    .await;
     // An image no binary stands for: waiting with the reason a kubelet gives.
-    pods.create(
-        &post,
-        &pod(
-            "no-image",
-            json!({
-                "containers": [{"name": "main", "image": "strom.test/does-not-exist:1"}],
-            }),
-        ),
+    create_pod(
+        &pods,
+        "no-image",
+        json!({
+            "containers": [{"name": "main", "image": "strom.test/does-not-exist:1"}],
+        }),
     )
-    .await
-    .unwrap();
+    .await;
 
     let restarts = |p: &Pod| {
         p.status
@@ -642,18 +651,15 @@ async fn readiness_probe_decides_ready_and_service_membership() {
 #[tokio::test]
 async fn a_container_ignoring_sigterm_is_killed_after_the_grace_period() {
     let (bed, _, ns, pods) = setup("kubelet-grace").await;
-    pods.create(
-        &PostParams::default(),
-        &pod(
-            "stubborn",
-            json!({
-                "terminationGracePeriodSeconds": 2,
-                "containers": [echo_container("main", &["--ignore-sigterm"])],
-            }),
-        ),
+    create_pod(
+        &pods,
+        "stubborn",
+        json!({
+            "terminationGracePeriodSeconds": 2,
+            "containers": [echo_container("main", &["--ignore-sigterm"])],
+        }),
     )
-    .await
-    .unwrap();
+    .await;
     let p = wait_pod(&pods, "stubborn", "Running", |p| phase(p) == "Running").await;
     let pid = pid_of(&p.status.unwrap().container_statuses.unwrap()[0]);
     assert!(echo_alive(pid));

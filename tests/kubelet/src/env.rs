@@ -177,7 +177,9 @@ fn render_map(map: Option<&BTreeMap<String, String>>) -> String {
         .collect()
 }
 
-async fn get_opt<K>(k: &Kubelet, ns: &str, name: &str, optional: bool) -> Result<Option<K>>
+/// A namespaced object by name; None if it is missing and `optional`, an error if it is missing
+/// otherwise.
+pub async fn get_opt<K>(k: &Kubelet, ns: &str, name: &str, optional: bool) -> Result<Option<K>>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
         + Clone

@@ -116,64 +116,38 @@ pub fn mounts(container: &Container, volumes: &BTreeMap<String, PathBuf>) -> Res
         .collect()
 }
 
+/// A ConfigMap's keys (text and binary) as bytes.
 async fn config_map(
     k: &Kubelet,
     ns: &str,
     name: &str,
     optional: bool,
 ) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
-    match Api::<ConfigMap>::namespaced(k.client.clone(), ns)
-        .get_opt(name)
-        .await?
-    {
-        Some(cm) => {
-            let mut data: BTreeMap<String, Vec<u8>> = cm
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.into_bytes()))
-                .collect();
-            data.extend(
-                cm.binary_data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0)),
-            );
-            Ok(Some(data))
-        }
-        None if optional => Ok(None),
-        None => bail!("ConfigMap {ns}/{name} not found"),
-    }
+    let found = crate::env::get_opt::<ConfigMap>(k, ns, name, optional).await?;
+    Ok(found.map(|cm| {
+        let text = cm.data.unwrap_or_default().into_iter();
+        let binary = cm.binary_data.unwrap_or_default().into_iter();
+        text.map(|(k, v)| (k, v.into_bytes()))
+            .chain(binary.map(|(k, v)| (k, v.0)))
+            .collect()
+    }))
 }
 
+/// A Secret's keys as bytes.
 async fn secret(
     k: &Kubelet,
     ns: &str,
     name: &str,
     optional: bool,
 ) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
-    match Api::<Secret>::namespaced(k.client.clone(), ns)
-        .get_opt(name)
-        .await?
-    {
-        Some(s) => {
-            let mut data: BTreeMap<String, Vec<u8>> = s
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect();
-            data.extend(
-                s.string_data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes())),
-            );
-            Ok(Some(data))
-        }
-        None if optional => Ok(None),
-        None => bail!("Secret {ns}/{name} not found"),
-    }
+    let found = crate::env::get_opt::<Secret>(k, ns, name, optional).await?;
+    Ok(found.map(|s| {
+        let data = s.data.unwrap_or_default().into_iter();
+        let text = s.string_data.unwrap_or_default().into_iter();
+        data.map(|(k, v)| (k, v.0))
+            .chain(text.map(|(k, v)| (k, v.into_bytes())))
+            .collect()
+    }))
 }
 
 /// A token for the pod's service account, bound to the pod (the TokenRequest API).
