@@ -38,6 +38,15 @@ pub enum Error {
     },
     #[error(transparent)]
     Config(#[from] strom_api::ConfigError),
+    /// State could not be encoded, decoded or restored (a corrupt or incompatible snapshot).
+    #[error("state: {0}")]
+    State(String),
+    /// The checkpoint store failed (S3 or the file system); the checkpoint is abandoned.
+    #[error("checkpoint storage: {0}")]
+    Storage(String),
+    /// A checkpoint or savepoint cannot be restored into this job.
+    #[error("cannot restore: {0}")]
+    Restore(String),
     /// A task of the job stopped because another one failed; the first failure is reported instead.
     #[error("job cancelled")]
     Cancelled,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use arrow::record_batch::RecordBatch;
 use strom_api::ErrorPolicy;
 
+use crate::checkpoint::state::{RestoredState, StateWriter};
 use crate::error::{Error, Result};
 use crate::time::Timestamp;
 
@@ -118,6 +119,23 @@ pub trait Operator: Send {
     fn end_of_input(&mut self, _out: &mut Output) -> Result<()> {
         Ok(())
     }
+
+    /// Checkpoint `checkpoint_id`'s barrier reached this operator (aligned over its inputs): write
+    /// its state into `out`. Everything emitted before belongs to the checkpoint, nothing after.
+    fn snapshot(&mut self, _checkpoint_id: u64, _out: &mut StateWriter) -> Result<()> {
+        Ok(())
+    }
+
+    /// Loads restored state; called once, before any input, only when the job is restored.
+    fn restore(&mut self, _state: &RestoredState) -> Result<()> {
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint_id` is complete and durable: publish what it covers (two-phase-commit
+    /// sinks commit here). Notifications can be lost in a failure; the next one covers the earlier.
+    fn checkpoint_complete(&mut self, _checkpoint_id: u64) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// What a source subtask produced when polled.
@@ -125,6 +143,8 @@ pub trait Operator: Send {
 pub enum SourcePoll {
     /// Records.
     Data(RecordBatch),
+    /// Records of one split (see [`Source::open_splits`]).
+    SplitData(u32, RecordBatch),
     /// A watermark the source itself knows (sources with embedded event-time progress).
     Watermark(Timestamp),
     /// Nothing yet; poll again after about this long.
@@ -137,6 +157,24 @@ pub enum SourcePoll {
 pub trait Source: Send {
     /// Produces the next batch, or says why there is none.
     fn poll(&mut self, ctx: &mut SourceContext) -> Result<SourcePoll>;
+
+    /// Writes the source's position (per split, as list-state entries, so that a restore at another
+    /// parallelism reassigns the splits). A source without a snapshot replays from its start.
+    fn snapshot(&mut self, _out: &mut StateWriter) -> Result<()> {
+        Ok(())
+    }
+
+    /// Resumes from restored positions; called once, before the first poll, only on restore.
+    fn restore(&mut self, _state: &RestoredState) -> Result<()> {
+        Ok(())
+    }
+
+    /// The splits this subtask reads that have not ended, when it reads more than one: the runtime
+    /// then keeps a watermark per split and emits their minimum (Flink's per-split watermarks), and
+    /// [`SourcePoll::SplitData`] says which split a batch came from.
+    fn open_splits(&self) -> Option<Vec<u32>> {
+        None
+    }
 }
 
 /// What a source can reach while polling.

@@ -82,7 +82,7 @@ impl WatermarkStrategy {
 }
 
 /// Which clock an operator's timers or windows follow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum TimeDomain {
     EventTime,
     ProcessingTime,

@@ -9,7 +9,13 @@ use std::collections::BTreeMap;
 
 use hashbrown::HashSet;
 
+use crate::checkpoint::state::{RestoredState, StateWriter, decode, push_record, records};
+use crate::error::Result;
+use crate::keys::key_group;
 use crate::state::Namespace;
+
+/// The snapshot section timers are written to.
+const TIMERS_SECTION: &str = "timers";
 use crate::time::{TimeDomain, Timestamp};
 
 /// One timer.
@@ -150,6 +156,45 @@ impl TimerService {
     /// The earliest processing-time timer.
     pub fn next_processing_time(&self) -> Option<Timestamp> {
         self.processing.first_time()
+    }
+
+    /// Writes every timer into section `timers` of its key's key group (snapshots happen between
+    /// calls, never while a group is half fired by the runtime, but a firing group is kept anyway).
+    pub fn snapshot(&self, max_parallelism: u32, out: &mut StateWriter) -> Result<()> {
+        let mut by_group: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+        for (domain, queue) in [
+            (TimeDomain::EventTime, &self.event),
+            (TimeDomain::ProcessingTime, &self.processing),
+        ] {
+            let firing = queue
+                .firing
+                .iter()
+                .flat_map(|((t, ns), keys)| keys.iter().map(move |k| (*t, *ns, k)));
+            let grouped = queue
+                .groups
+                .iter()
+                .flat_map(|((t, ns), keys)| keys.iter().map(move |k| (*t, *ns, k)));
+            for (time, ns, key) in firing.chain(grouped) {
+                let buf = by_group.entry(key_group(key, max_parallelism)).or_default();
+                push_record(buf, &(domain, time, ns, key.as_slice()))?;
+            }
+        }
+        for (kg, bytes) in by_group {
+            out.keyed(kg, TIMERS_SECTION, &bytes);
+        }
+        Ok(())
+    }
+
+    /// Registers the timers of the restored key groups.
+    pub fn restore(&mut self, state: &RestoredState) -> Result<()> {
+        for (_, section) in state.sections(TIMERS_SECTION) {
+            for record in records(section) {
+                let (domain, time, ns, key): (TimeDomain, Timestamp, Namespace, Vec<u8>) =
+                    decode(record?)?;
+                self.register(domain, time, &key, ns);
+            }
+        }
+        Ok(())
     }
 
     /// Number of timers registered in `domain`.

@@ -5,3 +5,5 @@
 
 pub mod alignment;
 pub mod coordinator;
+pub mod state;
+pub mod store;

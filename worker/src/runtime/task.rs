@@ -186,7 +186,7 @@ pub(crate) fn run_source(
             .malformed
             .store(ctx.malformed, Ordering::Relaxed);
         match poll {
-            SourcePoll::Data(batch) => {
+            SourcePoll::Data(batch) | SourcePoll::SplitData(_, batch) => {
                 waiting_since = None;
                 if idle {
                     idle = false;

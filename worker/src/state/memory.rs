@@ -7,8 +7,15 @@ use std::collections::BTreeMap;
 
 use hashbrown::HashMap;
 
-use super::{KeyedStateBackend, ListState, MapKey, MapState, Namespace, StateValue, ValueState};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{
+    KeyedStateBackend, ListState, MapKey, MapState, Namespace, StateValue, ValueState, section_name,
+};
+use crate::checkpoint::state::{RestoredState, StateWriter, decode, push_record, records};
 use crate::error::{Error, Result};
+use crate::keys::key_group;
 
 type Table<T> = HashMap<Namespace, HashMap<Vec<u8>, T>>;
 
@@ -16,12 +23,22 @@ struct Registered {
     name: String,
     table: Box<dyn Any + Send>,
     entries: fn(&dyn Any) -> usize,
+    snapshot: fn(&dyn Any, &str, u32, &mut StateWriter) -> Result<()>,
+    restore: fn(&mut dyn Any, &[u8]) -> Result<()>,
 }
 
 /// Keyed state held in memory.
-#[derive(Default)]
 pub struct MemoryStateBackend {
     states: Vec<Registered>,
+    max_parallelism: u32,
+    /// Restored sections of states not registered yet, by section name.
+    pending: HashMap<String, Vec<u8>>,
+}
+
+impl Default for MemoryStateBackend {
+    fn default() -> Self {
+        Self::new(strom_api::DEFAULT_MAX_PARALLELISM)
+    }
 }
 
 impl std::fmt::Debug for MemoryStateBackend {
@@ -39,16 +56,71 @@ fn count_entries<T: 'static>(table: &dyn Any) -> usize {
         .map_or(0, |t| t.values().map(HashMap::len).sum())
 }
 
+/// Writes every entry of a table as `(namespace, key, value)` records, by key group.
+fn snapshot_table<T: Serialize + 'static>(
+    table: &dyn Any,
+    name: &str,
+    max_parallelism: u32,
+    out: &mut StateWriter,
+) -> Result<()> {
+    let Some(table) = table.downcast_ref::<Table<T>>() else {
+        return Ok(());
+    };
+    let section = section_name(name);
+    let mut by_group: std::collections::BTreeMap<u32, Vec<u8>> = Default::default();
+    for (ns, keys) in table {
+        for (key, value) in keys {
+            let buf = by_group.entry(key_group(key, max_parallelism)).or_default();
+            push_record(buf, &(ns, key.as_slice(), value))?;
+        }
+    }
+    for (kg, bytes) in by_group {
+        out.keyed(kg, &section, &bytes);
+    }
+    Ok(())
+}
+
+/// Loads records written by [`snapshot_table`].
+fn restore_table<T: DeserializeOwned + 'static>(table: &mut dyn Any, section: &[u8]) -> Result<()> {
+    let Some(table) = table.downcast_mut::<Table<T>>() else {
+        return Err(Error::State("restored state has another type".into()));
+    };
+    for record in records(section) {
+        let (ns, key, value): (Namespace, Vec<u8>, T) = decode(record?)?;
+        table.entry(ns).or_default().insert(key, value);
+    }
+    Ok(())
+}
+
 impl MemoryStateBackend {
-    fn register<T: Send + 'static>(&mut self, name: &str) -> usize {
+    /// An empty backend for a job with `max_parallelism` key groups.
+    pub fn new(max_parallelism: u32) -> Self {
+        Self {
+            states: Vec::new(),
+            max_parallelism,
+            pending: HashMap::new(),
+        }
+    }
+
+    fn register<T: Send + Serialize + DeserializeOwned + 'static>(&mut self, name: &str) -> usize {
         if let Some(i) = self.states.iter().position(|s| s.name == name) {
             return i;
         }
-        self.states.push(Registered {
+        let mut registered = Registered {
             name: name.to_owned(),
             table: Box::new(Table::<T>::new()),
             entries: count_entries::<T>,
-        });
+            snapshot: snapshot_table::<T>,
+            restore: restore_table::<T>,
+        };
+        if let Some(section) = self.pending.remove(&section_name(name)) {
+            // Registration cannot fail; a section that does not decode as this type is reported
+            // and left out (the state starts empty), never half-loaded silently.
+            if let Err(e) = (registered.restore)(registered.table.as_mut(), &section) {
+                tracing::error!(state = name, error = %e, "restoring keyed state failed");
+            }
+        }
+        self.states.push(registered);
         self.states.len() - 1
     }
 
@@ -313,6 +385,57 @@ impl KeyedStateBackend for MemoryStateBackend {
         ns: &Namespace,
     ) -> Result<()> {
         self.remove::<BTreeMap<K, V>>(state.id, key, ns)?;
+        Ok(())
+    }
+
+    fn snapshot(&mut self, _checkpoint_id: u64, out: &mut StateWriter) -> Result<()> {
+        for s in &self.states {
+            (s.snapshot)(s.table.as_ref(), &s.name, self.max_parallelism, out)?;
+        }
+        // Restored sections of states this job has not registered (yet) are carried over, so that a
+        // state registered lazily, or by a later version of the job, keeps its contents.
+        for (section, bytes) in &self.pending {
+            let mut by_group: std::collections::BTreeMap<u32, Vec<u8>> = Default::default();
+            for record in records(bytes) {
+                let record = record?;
+                let (_, key): (Namespace, Vec<u8>) = decode(record)?;
+                let buf = by_group
+                    .entry(key_group(&key, self.max_parallelism))
+                    .or_default();
+                buf.extend_from_slice(&(record.len() as u32).to_le_bytes());
+                buf.extend_from_slice(record);
+            }
+            for (kg, bytes) in by_group {
+                out.keyed(kg, section, &bytes);
+            }
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, state: &RestoredState) -> Result<()> {
+        let mut sections: HashMap<String, Vec<u8>> = HashMap::new();
+        for (_, by_name) in &state.keyed {
+            for (name, bytes) in by_name {
+                if name.starts_with(super::SECTION_PREFIX) {
+                    sections
+                        .entry(name.clone())
+                        .or_default()
+                        .extend_from_slice(bytes);
+                }
+            }
+        }
+        for (section, bytes) in sections {
+            match self
+                .states
+                .iter_mut()
+                .find(|s| section_name(&s.name) == section)
+            {
+                Some(s) => (s.restore)(s.table.as_mut(), &bytes)?,
+                None => {
+                    self.pending.insert(section, bytes);
+                }
+            }
+        }
         Ok(())
     }
 

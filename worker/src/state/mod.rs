@@ -7,7 +7,8 @@
 //! in-memory [`MemoryStateBackend`] keeps values as Rust objects (no serialisation on access), a
 //! RocksDB backend stores the same values serialised under `key group | key | namespace`.
 //!
-//! This module is not the timer service ([`crate::timers`]) and knows nothing of checkpoints yet.
+//! Snapshots: a backend writes its entries by key group ([`KeyedStateBackend::snapshot`]) and loads
+//! the key groups it is given on restore, whatever parallelism wrote them.
 
 mod memory;
 
@@ -19,8 +20,17 @@ use serde::de::DeserializeOwned;
 
 pub use memory::MemoryStateBackend;
 
+use crate::checkpoint::state::{RestoredState, StateWriter};
 use crate::error::Result;
 use crate::time::Timestamp;
+
+/// Snapshot sections holding a registered state are named with this prefix and the state's name.
+pub(crate) const SECTION_PREFIX: &str = "state/";
+
+/// The snapshot section of state `name`.
+pub(crate) fn section_name(name: &str) -> String {
+    format!("{SECTION_PREFIX}{name}")
+}
 
 /// What state is scoped by besides the key.
 #[derive(
@@ -308,6 +318,15 @@ pub trait KeyedStateBackend: Send + 'static {
 
     /// Number of (key, namespace) entries across all states; for metrics and tests.
     fn entries(&self) -> usize;
+
+    /// Writes this backend's contents for checkpoint `checkpoint_id` into `out`: key-group sections,
+    /// or files for a backend that snapshots files. Runs on the task thread while the pipeline is
+    /// paused at the barrier; anything slow (uploads) happens after, elsewhere.
+    fn snapshot(&mut self, checkpoint_id: u64, out: &mut StateWriter) -> Result<()>;
+
+    /// Loads a restored snapshot's key groups (the state is empty before). States are matched by
+    /// name; a state not registered yet receives its entries when it is registered.
+    fn restore(&mut self, state: &RestoredState) -> Result<()>;
 }
 
 #[cfg(test)]
