@@ -38,6 +38,9 @@ pub struct FileRef {
 /// Files that together are a copy of one state backend instance, covering `key_groups`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileSet {
+    /// Identity of the backend instance that wrote the files (unique per open): a shared file is
+    /// the same file in every checkpoint that names it with the same instance.
+    pub instance: String,
     pub key_groups: Range<u32>,
     pub files: Vec<FileRef>,
 }
@@ -279,6 +282,7 @@ mod tests {
     #[test]
     fn file_sets_go_to_every_overlapping_subtask() {
         let set = |r: Range<u32>| FileSet {
+            instance: "i".into(),
             key_groups: r,
             files: Vec::new(),
         };
