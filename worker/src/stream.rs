@@ -708,12 +708,12 @@ impl KeyedStream {
             s.parallelism(),
             schema.clone(),
             Vec::new(),
-            Arc::new(move |_| {
+            Arc::new(move |info| {
                 Ok(Box::new(RollingAggregate::new(
                     key.clone(),
                     bound.clone(),
                     out.clone(),
-                    MemoryStateBackend::default(),
+                    MemoryStateBackend::new(info.max_parallelism),
                 )) as Box<dyn Operator>)
             }),
         );
@@ -739,7 +739,7 @@ impl KeyedStream {
                     info.clone(),
                     key.clone(),
                     f.clone(),
-                    MemoryStateBackend::default(),
+                    MemoryStateBackend::new(info.max_parallelism),
                 )) as Box<dyn Operator>)
             }),
         );
@@ -882,7 +882,7 @@ impl WindowedStream {
                 Ok(Box::new(WindowOperator::new(
                     info.clone(),
                     spec.clone(),
-                    MemoryStateBackend::default(),
+                    MemoryStateBackend::new(info.max_parallelism),
                 )?) as Box<dyn Operator>)
             }),
         );

@@ -126,8 +126,25 @@ impl<S> Coordinator<S> {
         by_interval.max(by_pause)
     }
 
-    /// Expires what is overdue, then triggers a checkpoint if one is due and allowed.
-    pub fn poll(&mut self, now_ms: u64) -> Vec<Event<S>> {
+    /// Starts a checkpoint now, whatever the interval and the number pending (savepoints, and the
+    /// final checkpoint after the sources ended); returns its id.
+    pub fn force_trigger(&mut self, now_ms: u64) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.last_trigger_ms = Some(now_ms);
+        self.pending.insert(
+            id,
+            Pending {
+                started_ms: now_ms,
+                waiting: (0..self.tasks).collect(),
+                acked: BTreeMap::new(),
+            },
+        );
+        id
+    }
+
+    /// Expires what is overdue, without triggering anything.
+    pub fn expire(&mut self, now_ms: u64) -> Vec<Event<S>> {
         let mut events = Vec::new();
         let overdue: Vec<u64> = self
             .pending
@@ -142,6 +159,12 @@ impl<S> Coordinator<S> {
                 reason: AbortReason::Expired,
             });
         }
+        events
+    }
+
+    /// Expires what is overdue, then triggers a checkpoint if one is due and allowed.
+    pub fn poll(&mut self, now_ms: u64) -> Vec<Event<S>> {
+        let mut events = self.expire(now_ms);
         if self.pending.len() < self.max_concurrent() && now_ms >= self.earliest_trigger_ms() {
             let id = self.next_id;
             self.next_id += 1;

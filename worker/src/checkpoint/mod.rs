@@ -6,4 +6,5 @@
 pub mod alignment;
 pub mod coordinator;
 pub mod state;
+pub mod storage;
 pub mod store;

@@ -35,6 +35,7 @@ use arrow::record_batch::RecordBatch;
 
 use super::process::{check_key_types, check_output_schema, event_times, same_env, time_of};
 use super::window::{TimeWindow, WindowAssigner};
+use crate::checkpoint::state::{RestoredState, StateWriter};
 use crate::error::{Error, Result};
 use crate::keys::{KeyRows, KeySpec};
 use crate::operator::{Operator, Output, SubtaskInfo};
@@ -313,6 +314,15 @@ impl<S: KeyedStateBackend> WindowJoinOperator<S> {
 }
 
 impl<S: KeyedStateBackend> Operator for WindowJoinOperator<S> {
+    fn snapshot(&mut self, checkpoint_id: u64, out: &mut StateWriter) -> Result<()> {
+        self.state.snapshot(checkpoint_id, out)?;
+        self.timers.snapshot(self.info.max_parallelism, out)
+    }
+
+    fn restore(&mut self, state: &RestoredState) -> Result<()> {
+        self.state.restore(state)?;
+        self.timers.restore(state)
+    }
     fn process(&mut self, input: usize, batch: RecordBatch, _out: &mut Output) -> Result<()> {
         let side = side_of(&self.info, input)?;
         let JoinInput { key, time, .. } = self.spec.inputs[side].clone();
@@ -486,6 +496,15 @@ impl<S: KeyedStateBackend> IntervalJoinOperator<S> {
 }
 
 impl<S: KeyedStateBackend> Operator for IntervalJoinOperator<S> {
+    fn snapshot(&mut self, checkpoint_id: u64, out: &mut StateWriter) -> Result<()> {
+        self.state.snapshot(checkpoint_id, out)?;
+        self.timers.snapshot(self.info.max_parallelism, out)
+    }
+
+    fn restore(&mut self, state: &RestoredState) -> Result<()> {
+        self.state.restore(state)?;
+        self.timers.restore(state)
+    }
     fn process(&mut self, input: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let side = side_of(&self.info, input)?;
         let other = 1 - side;
@@ -749,7 +768,7 @@ impl WindowJoin {
             Ok(Box::new(WindowJoinOperator::new(
                 info.clone(),
                 spec.clone(),
-                MemoryStateBackend::default(),
+                MemoryStateBackend::new(info.max_parallelism),
             )?) as Box<dyn Operator>)
         });
         add_join(
@@ -896,7 +915,7 @@ impl KeyedStream {
             Ok(Box::new(IntervalJoinOperator::new(
                 info.clone(),
                 spec.clone(),
-                MemoryStateBackend::default(),
+                MemoryStateBackend::new(info.max_parallelism),
             )?) as Box<dyn Operator>)
         });
         add_join(

@@ -17,6 +17,7 @@ use arrow::array::Array;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
+use crate::checkpoint::state::{RestoredState, StateWriter};
 use crate::error::{Error, Result};
 use crate::keys::{KeyRows, KeySpec};
 use crate::operator::{Operator, Output, SubtaskInfo};
@@ -491,6 +492,17 @@ impl<F: KeyedProcessFunction, S: KeyedStateBackend> KeyedProcessOperator<F, S> {
 }
 
 impl<F: KeyedProcessFunction, S: KeyedStateBackend> Operator for KeyedProcessOperator<F, S> {
+    fn snapshot(&mut self, checkpoint_id: u64, out: &mut StateWriter) -> Result<()> {
+        self.core.state.snapshot(checkpoint_id, out)?;
+        self.core
+            .timers
+            .snapshot(self.core.info.max_parallelism, out)
+    }
+
+    fn restore(&mut self, state: &RestoredState) -> Result<()> {
+        self.core.state.restore(state)?;
+        self.core.timers.restore(state)
+    }
     fn process(&mut self, input: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let f = &mut self.function;
         self.core.process(input, &batch, |row, ctx, rows| {
@@ -560,6 +572,17 @@ impl<F: CoProcessFunction, S: KeyedStateBackend> CoProcessOperator<F, S> {
 }
 
 impl<F: CoProcessFunction, S: KeyedStateBackend> Operator for CoProcessOperator<F, S> {
+    fn snapshot(&mut self, checkpoint_id: u64, out: &mut StateWriter) -> Result<()> {
+        self.core.state.snapshot(checkpoint_id, out)?;
+        self.core
+            .timers
+            .snapshot(self.core.info.max_parallelism, out)
+    }
+
+    fn restore(&mut self, state: &RestoredState) -> Result<()> {
+        self.core.state.restore(state)?;
+        self.core.timers.restore(state)
+    }
     fn process(&mut self, input: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let f = &mut self.function;
         if input == 0 {
@@ -760,7 +783,7 @@ impl KeyedStream {
                     info.clone(),
                     spec.clone(),
                     function.clone(),
-                    MemoryStateBackend::default(),
+                    MemoryStateBackend::new(info.max_parallelism),
                 )?) as Box<dyn Operator>)
             }),
         );
@@ -855,7 +878,7 @@ impl ConnectedStreams {
                 info.clone(),
                 spec.clone(),
                 function.clone(),
-                MemoryStateBackend::default(),
+                MemoryStateBackend::new(info.max_parallelism),
             )?) as Box<dyn Operator>)
         });
         let node = env.add_node(

@@ -7,6 +7,7 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 use super::aggregate::{Accumulator, AggInput, BoundAgg};
+use crate::checkpoint::state::{RestoredState, StateWriter};
 use crate::error::Result;
 use crate::keys::{KeyRows, KeySpec};
 use crate::operator::{Operator, Output, SubtaskInfo};
@@ -53,6 +54,13 @@ impl<S: KeyedStateBackend> RollingAggregate<S> {
 }
 
 impl<S: KeyedStateBackend> Operator for RollingAggregate<S> {
+    fn snapshot(&mut self, checkpoint_id: u64, out: &mut StateWriter) -> Result<()> {
+        self.state.snapshot(checkpoint_id, out)
+    }
+
+    fn restore(&mut self, state: &RestoredState) -> Result<()> {
+        self.state.restore(state)
+    }
     fn process(&mut self, _input: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
         self.keys.encode(&self.key, &batch)?;
         let batch = Arc::new(batch);
@@ -113,6 +121,13 @@ impl<S: KeyedStateBackend> RollingReduce<S> {
 }
 
 impl<S: KeyedStateBackend> Operator for RollingReduce<S> {
+    fn snapshot(&mut self, checkpoint_id: u64, out: &mut StateWriter) -> Result<()> {
+        self.state.snapshot(checkpoint_id, out)
+    }
+
+    fn restore(&mut self, state: &RestoredState) -> Result<()> {
+        self.state.restore(state)
+    }
     fn process(&mut self, _input: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
         self.keys.encode(&self.key, &batch)?;
         let mut produced = Vec::with_capacity(batch.num_rows());

@@ -20,6 +20,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
 use super::aggregate::{Accumulator, AggInput, BoundAgg};
+use crate::checkpoint::state::{RestoredState, StateWriter, decode, encode};
 use crate::error::{Error, Result};
 use crate::keys::{KeyRows, KeySpec};
 use crate::operator::{Operator, Output, SubtaskInfo};
@@ -354,6 +355,9 @@ impl WindowSpec {
         }
     }
 }
+
+/// The snapshot section of the pane bookkeeping (see [`WindowOperator::snapshot`]).
+const PANES_SECTION: &str = "window-panes";
 
 /// One subtask of a window operator.
 pub struct WindowOperator<S: KeyedStateBackend> {
@@ -968,6 +972,31 @@ fn key_schema(spec: &WindowSpec) -> SchemaRef {
 }
 
 impl<S: KeyedStateBackend> Operator for WindowOperator<S> {
+    fn snapshot(&mut self, checkpoint_id: u64, out: &mut StateWriter) -> Result<()> {
+        self.state.snapshot(checkpoint_id, out)?;
+        self.timers.snapshot(self.info.max_parallelism, out)?;
+        if self.panes.is_some() {
+            // Which panes hold state, and the next window to fire, belong to the subtask rather than
+            // a key: every key group carries them, and a restore takes their union.
+            let starts: Vec<Timestamp> = self.pane_starts.iter().copied().collect();
+            let bytes = encode(&(self.next_pane_end, starts))?;
+            for kg in self.info.key_groups() {
+                out.keyed(kg, PANES_SECTION, &bytes);
+            }
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, state: &RestoredState) -> Result<()> {
+        self.state.restore(state)?;
+        self.timers.restore(state)?;
+        for (_, bytes) in state.sections(PANES_SECTION) {
+            let (next_end, starts): (Timestamp, Vec<Timestamp>) = decode(bytes)?;
+            self.next_pane_end = self.next_pane_end.max(next_end);
+            self.pane_starts.extend(starts);
+        }
+        Ok(())
+    }
     fn process(&mut self, _input: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let mut keys = std::mem::take(&mut self.keys);
         keys.encode(&self.spec.key, &batch)?;

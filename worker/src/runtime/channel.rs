@@ -24,9 +24,21 @@ pub enum Message {
     /// The producer became idle (`true`) or active again (`false`).
     Idle(bool),
     /// A checkpoint barrier, in band with the data.
-    Barrier(u64),
-    /// The producer will send nothing more.
+    Barrier(Barrier),
+    /// The producer's data has ended (after its final watermark): operators flush what they hold.
+    /// Barriers of a final checkpoint may still follow.
+    EndOfData,
+    /// The producer will send nothing more at all.
     EndOfInput,
+}
+
+/// A checkpoint barrier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Barrier {
+    pub id: u64,
+    pub timestamp_ms: u64,
+    /// Whether this is a savepoint after which the job stops (stop-with-savepoint).
+    pub stop: bool,
 }
 
 /// The producer end of one edge for one producer subtask.
@@ -222,11 +234,6 @@ impl WatermarkValve {
         self.advance()
     }
 
-    /// Whether every channel ended.
-    pub(crate) fn all_finished(&self) -> bool {
-        self.channels.iter().all(|c| c.finished)
-    }
-
     fn advance(&mut self) -> Option<Timestamp> {
         let current = self.current;
         let min = self
@@ -271,7 +278,6 @@ mod tests {
         assert_eq!(v.watermark(1, 20), Some(20));
         // Channel 1 ends while the others are idle: nothing holds the watermark back any more.
         assert_eq!(v.finish(1), Some(crate::time::MAX_WATERMARK));
-        assert!(!v.all_finished());
     }
 
     #[test]

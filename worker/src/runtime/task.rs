@@ -3,14 +3,18 @@
 //! later RocksDB) block this thread only; nothing here runs on an async executor.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use crossbeam_channel::{Receiver, Select};
 
-use super::channel::{EdgeWriter, Message, WatermarkValve};
+use super::channel::{Barrier, EdgeWriter, Message, WatermarkValve};
+use super::checkpointing::{Control, Report};
 use super::metrics::SubtaskMetrics;
+use crate::checkpoint::alignment::{Action, Aligner, Mode};
+use crate::checkpoint::state::StateWriter;
+use crate::checkpoint::storage::AckedState;
 use crate::connectors::dead_letter;
 use crate::error::{Error, Result};
 use crate::operator::{Emitted, Operator, Output, Source, SourceContext, SourcePoll};
@@ -18,8 +22,13 @@ use crate::time::{
     MAX_WATERMARK, MIN_WATERMARK, Timestamp, WatermarkStrategy, max_event_time, now_millis,
 };
 
+/// The id operators see for the implicit checkpoint at the end of a job without checkpointing.
+pub const FINAL_CHECKPOINT: u64 = u64::MAX;
+
 /// A node of the chain with the writers of the edges that leave it.
 pub(crate) struct ChainNode {
+    /// The node's stable id in snapshots.
+    pub(crate) uid: String,
     /// `None` for the source at the head of a source task.
     pub(crate) operator: Option<Box<dyn Operator>>,
     /// (port, writer) of every edge leaving this node.
@@ -30,6 +39,32 @@ pub(crate) struct ChainNode {
 pub(crate) struct Chain {
     pub(crate) nodes: Vec<ChainNode>,
     pub(crate) metrics: Arc<SubtaskMetrics>,
+    pub(crate) index: u32,
+    pub(crate) parallelism: u32,
+}
+
+/// A subtask's line to the checkpoint coordinator.
+pub(crate) struct Link {
+    /// This subtask's number for the coordinator.
+    pub(crate) task: usize,
+    /// Triggers (sources), completions and aborts. Never sends when checkpointing is off.
+    pub(crate) control: Receiver<Control>,
+    /// `None` when checkpointing is off.
+    pub(crate) reports: Option<crossbeam_channel::Sender<Report>>,
+    pub(crate) mode: Mode,
+}
+
+impl Link {
+    fn checkpointing(&self) -> bool {
+        self.reports.is_some()
+    }
+
+    fn report(&self, report: Report) {
+        if let Some(r) = &self.reports {
+            // The coordinator is gone only when the job is ending.
+            let _ = r.send(report);
+        }
+    }
 }
 
 impl Chain {
@@ -136,14 +171,85 @@ impl Chain {
         Ok(())
     }
 
-    /// Every input ended: flush each operator in chain order, then end every outgoing edge.
-    fn finish(&mut self) -> Result<()> {
+    /// Every input's data ended: flush each operator in chain order, then tell the consumers.
+    fn end_of_data(&mut self) -> Result<()> {
         for pos in 0..self.nodes.len() {
             self.call(pos, |op, out| op.end_of_input(out))?;
         }
-        self.broadcast_all(&Message::EndOfInput)?;
+        self.broadcast_all(&Message::EndOfData)?;
         self.update_records_out();
         Ok(())
+    }
+
+    /// Snapshots every node of the chain (the source at its head too) for `barrier`, acknowledges
+    /// it (or declines it if a node could not snapshot), then forwards the barrier.
+    fn checkpoint(
+        &mut self,
+        source: Option<&mut dyn Source>,
+        barrier: Barrier,
+        link: &Link,
+    ) -> Result<()> {
+        match self.snapshot(source, barrier.id) {
+            Ok(states) => link.report(Report::Ack {
+                id: barrier.id,
+                task: link.task,
+                states,
+            }),
+            Err(e) => {
+                tracing::warn!(checkpoint = barrier.id, error = %e, "declining checkpoint");
+                link.report(Report::Decline {
+                    id: barrier.id,
+                    task: link.task,
+                    reason: e.to_string(),
+                });
+            }
+        }
+        self.broadcast_all(&Message::Barrier(barrier))
+    }
+
+    fn snapshot(
+        &mut self,
+        mut source: Option<&mut dyn Source>,
+        id: u64,
+    ) -> Result<Vec<AckedState>> {
+        let mut states = Vec::with_capacity(self.nodes.len());
+        for (pos, node) in self.nodes.iter_mut().enumerate() {
+            let mut writer = StateWriter::default();
+            match node.operator.as_deref_mut() {
+                Some(op) => op.snapshot(id, &mut writer)?,
+                None => {
+                    if pos == 0
+                        && let Some(s) = source.as_deref_mut()
+                    {
+                        s.snapshot(&mut writer)?;
+                    }
+                }
+            }
+            states.push(AckedState {
+                uid: node.uid.clone(),
+                subtask: self.index,
+                parallelism: self.parallelism,
+                state: writer.finish(),
+            });
+        }
+        Ok(states)
+    }
+
+    /// Checkpoint `id` completed: let every operator publish what it covers.
+    fn checkpoint_complete(&mut self, id: u64) -> Result<()> {
+        for node in &mut self.nodes {
+            if let Some(op) = node.operator.as_deref_mut() {
+                op.checkpoint_complete(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The end of a job without checkpoints is its only, implicit, checkpoint: operators that
+    /// publish on completion (two-phase-commit sinks) publish now.
+    fn complete_without_checkpoints(&mut self) -> Result<()> {
+        self.snapshot(None, FINAL_CHECKPOINT)?;
+        self.checkpoint_complete(FINAL_CHECKPOINT)
     }
 
     fn update_records_out(&self) {
@@ -156,21 +262,125 @@ impl Chain {
     }
 }
 
-/// Runs a source subtask until its input ends, the job is cancelled, or something fails.
+/// A source's watermarks from its records' event times: per split when it reads several, so that
+/// a split ahead of the others never makes their records late.
+struct SourceWatermarks {
+    strategy: Option<(WatermarkStrategy, usize)>,
+    max_seen: hashbrown::HashMap<u32, Timestamp>,
+    emitted: Timestamp,
+}
+
+impl SourceWatermarks {
+    /// The watermark to emit after `batch` (of `split`, if the source has splits), if it advanced.
+    fn after_batch(
+        &mut self,
+        split: Option<u32>,
+        batch: &RecordBatch,
+        open: Option<Vec<u32>>,
+    ) -> Result<Option<Timestamp>> {
+        let Some((strategy, column)) = &self.strategy else {
+            return Ok(None);
+        };
+        let Some(max) = max_event_time(batch.column(*column))? else {
+            return Ok(None);
+        };
+        let seen = self.max_seen.entry(split.unwrap_or(0)).or_insert(max);
+        *seen = (*seen).max(max);
+        let watermark = match open {
+            Some(splits) => {
+                let mut min: Option<Timestamp> = None;
+                for s in splits {
+                    match self.max_seen.get(&s) {
+                        // A split that has produced nothing yet holds the watermark back.
+                        None => return Ok(None),
+                        Some(&m) => {
+                            let w = strategy.watermark_for(m);
+                            min = Some(min.map_or(w, |x| x.min(w)));
+                        }
+                    }
+                }
+                match min {
+                    Some(w) => w,
+                    None => return Ok(None),
+                }
+            }
+            None => strategy.watermark_for(*seen),
+        };
+        Ok(self.advance(watermark))
+    }
+
+    fn advance(&mut self, watermark: Timestamp) -> Option<Timestamp> {
+        (watermark > self.emitted).then(|| {
+            self.emitted = watermark;
+            watermark
+        })
+    }
+}
+
+/// Waits on the control channel only; checks for cancellation in between.
+fn next_control(link: &Link, cancelled: &AtomicBool) -> Result<Control> {
+    loop {
+        if cancelled.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
+        match link.control.recv_timeout(Duration::from_millis(50)) {
+            Ok(c) => return Ok(c),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Err(Error::Cancelled),
+        }
+    }
+}
+
+/// After a stop-with-savepoint barrier: wait for the savepoint's fate. Completed: publish and end
+/// (`Ok(true)`). Aborted: carry on (`Ok(false)`), as Flink does when a stop-with-savepoint fails.
+fn await_stop(chain: &mut Chain, id: u64, link: &Link, cancelled: &AtomicBool) -> Result<bool> {
+    loop {
+        match next_control(link, cancelled)? {
+            Control::Complete { id: done } => {
+                chain.checkpoint_complete(done)?;
+                if done >= id {
+                    return Ok(true);
+                }
+            }
+            Control::Abort { id: aborted } if aborted == id => return Ok(false),
+            Control::Abort { .. } | Control::Trigger(_) => {}
+        }
+    }
+}
+
+/// Runs a source subtask until its input ends (and, with checkpointing, a checkpoint taken after
+/// the end has completed), the job stops with a savepoint or is cancelled, or something fails.
 pub(crate) fn run_source(
     mut source: Box<dyn Source>,
     mut ctx: SourceContext,
     watermarks: Option<(WatermarkStrategy, usize)>,
     mut chain: Chain,
-    cancelled: &std::sync::atomic::AtomicBool,
+    link: Link,
+    cancelled: &AtomicBool,
 ) -> Result<()> {
-    let mut max_seen = MIN_WATERMARK;
-    let mut emitted = MIN_WATERMARK;
+    let idle_timeout = watermarks.as_ref().and_then(|(s, _)| s.idle_timeout_ms);
+    let mut marks = SourceWatermarks {
+        strategy: watermarks,
+        max_seen: hashbrown::HashMap::new(),
+        emitted: MIN_WATERMARK,
+    };
     let mut idle = false;
     let mut waiting_since: Option<Timestamp> = None;
     loop {
         if cancelled.load(Ordering::Relaxed) {
             return Err(Error::Cancelled);
+        }
+        while let Ok(control) = link.control.try_recv() {
+            match control {
+                Control::Trigger(barrier) => {
+                    chain.checkpoint(Some(source.as_mut()), barrier, &link)?;
+                    if barrier.stop && await_stop(&mut chain, barrier.id, &link, cancelled)? {
+                        return Ok(());
+                    }
+                }
+                Control::Complete { id } => chain.checkpoint_complete(id)?,
+                Control::Abort { .. } => {}
+            }
         }
         let now = now_millis();
         if chain.next_processing_time().is_some_and(|t| t <= now) {
@@ -185,135 +395,277 @@ pub(crate) fn run_source(
             .metrics
             .malformed
             .store(ctx.malformed, Ordering::Relaxed);
-        match poll {
-            SourcePoll::Data(batch) | SourcePoll::SplitData(_, batch) => {
-                waiting_since = None;
-                if idle {
-                    idle = false;
-                    chain.broadcast_all(&Message::Idle(false))?;
-                }
-                chain
-                    .metrics
-                    .records_in
-                    .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                let mut items = Vec::with_capacity(2);
-                if let Some((strategy, column)) = &watermarks
-                    && let Some(max) = max_event_time(batch.column(*column))?
-                {
-                    max_seen = max_seen.max(max);
-                    let watermark = strategy.watermark_for(max_seen);
-                    items.push(Emitted::Data(batch));
-                    if watermark > emitted {
-                        emitted = watermark;
-                        items.push(Emitted::Watermark(watermark));
-                    }
-                } else {
-                    items.push(Emitted::Data(batch));
-                }
-                chain.deliver(0, items)?;
-                chain.update_records_out();
-            }
+        let (split, batch) = match poll {
+            SourcePoll::Data(batch) => (None, batch),
+            SourcePoll::SplitData(split, batch) => (Some(split), batch),
             SourcePoll::Watermark(watermark) => {
-                if watermark > emitted {
-                    emitted = watermark;
-                    chain.deliver(0, vec![Emitted::Watermark(watermark)])?;
+                if let Some(w) = marks.advance(watermark) {
+                    chain.deliver(0, vec![Emitted::Watermark(w)])?;
                 }
+                continue;
             }
             SourcePoll::Pending(wait) => {
                 let since = *waiting_since.get_or_insert(now);
-                let timeout = watermarks.as_ref().and_then(|(s, _)| s.idle_timeout_ms);
-                if !idle && timeout.is_some_and(|t| now - since >= t) {
+                if !idle && idle_timeout.is_some_and(|t| now - since >= t) {
                     idle = true;
                     chain.broadcast_all(&Message::Idle(true))?;
                 }
                 let until_timer = chain
                     .next_processing_time()
                     .map(|t| Duration::from_millis(u64::try_from(t - now).unwrap_or(0)));
-                std::thread::sleep(until_timer.map_or(wait, |t| t.min(wait)));
+                let wait = until_timer.map_or(wait, |t| t.min(wait));
+                // Sleep on the control channel, so that a checkpoint is not delayed by the wait.
+                match link.control.recv_timeout(wait) {
+                    Ok(Control::Trigger(barrier)) => {
+                        chain.checkpoint(Some(source.as_mut()), barrier, &link)?;
+                        if barrier.stop && await_stop(&mut chain, barrier.id, &link, cancelled)? {
+                            return Ok(());
+                        }
+                    }
+                    Ok(Control::Complete { id }) => chain.checkpoint_complete(id)?,
+                    Ok(Control::Abort { .. }) | Err(_) => {}
+                }
+                continue;
             }
             SourcePoll::Finished => {
-                if emitted < MAX_WATERMARK {
+                if marks.emitted < MAX_WATERMARK {
                     chain.deliver(0, vec![Emitted::Watermark(MAX_WATERMARK)])?;
                 }
-                return chain.finish();
+                chain.end_of_data()?;
+                return finish_source(source, chain, &link, cancelled);
+            }
+        };
+        waiting_since = None;
+        if idle {
+            idle = false;
+            chain.broadcast_all(&Message::Idle(false))?;
+        }
+        chain
+            .metrics
+            .records_in
+            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        let open = split.and_then(|_| source.open_splits());
+        let watermark = marks.after_batch(split, &batch, open)?;
+        let mut items = Vec::with_capacity(2);
+        items.push(Emitted::Data(batch));
+        if let Some(w) = watermark {
+            items.push(Emitted::Watermark(w));
+        }
+        chain.deliver(0, items)?;
+        chain.update_records_out();
+    }
+}
+
+/// A source whose data ended. Without checkpointing it ends the job's input at once. With it, it
+/// still takes part in checkpoints and ends only once one taken after its end has completed (the
+/// final checkpoint, which makes sinks commit the last records), as in Flink.
+fn finish_source(
+    mut source: Box<dyn Source>,
+    mut chain: Chain,
+    link: &Link,
+    cancelled: &AtomicBool,
+) -> Result<()> {
+    if !link.checkpointing() {
+        chain.complete_without_checkpoints()?;
+        return chain.broadcast_all(&Message::EndOfInput);
+    }
+    link.report(Report::SourceFinished);
+    let mut after_end: Option<u64> = None;
+    loop {
+        match next_control(link, cancelled)? {
+            Control::Trigger(barrier) => {
+                chain.checkpoint(Some(source.as_mut()), barrier, link)?;
+                after_end.get_or_insert(barrier.id);
+            }
+            Control::Complete { id } => {
+                chain.checkpoint_complete(id)?;
+                if after_end.is_some_and(|first| id >= first) {
+                    return chain.broadcast_all(&Message::EndOfInput);
+                }
+            }
+            Control::Abort { .. } => {}
+        }
+    }
+}
+
+/// Runs an operator subtask until every input has ended (and its last checkpoint completed), the
+/// job stops with a savepoint, or something fails.
+pub(crate) fn run_operator(
+    mut chain: Chain,
+    inputs: Vec<(Receiver<Message>, usize)>,
+    link: Link,
+    cancelled: &AtomicBool,
+) -> Result<()> {
+    let channels = inputs.len();
+    let mut valve = WatermarkValve::new(channels);
+    let mut aligner = Aligner::new(link.mode, channels);
+    let mut data_ended = vec![false; channels];
+    let mut closed = vec![false; channels];
+    let mut data_done = false;
+    // The newest barrier snapshotted here, and the newest checkpoint known complete.
+    let mut last_snapshot: Option<u64> = None;
+    let mut last_complete: Option<u64> = None;
+    let mut pending_stop: Option<u64> = None;
+    loop {
+        if closed.iter().all(|&c| c) {
+            // Every input ended. With checkpointing, wait until the checkpoint that covered the
+            // end is complete, so that what it covers is published before the job ends.
+            if !link.checkpointing() {
+                chain.complete_without_checkpoints()?;
+            } else if let Some(last) = last_snapshot {
+                while last_complete.is_none_or(|c| c < last) {
+                    match next_control(&link, cancelled)? {
+                        Control::Complete { id } => {
+                            chain.checkpoint_complete(id)?;
+                            last_complete = Some(id);
+                        }
+                        Control::Abort { .. } | Control::Trigger(_) => {}
+                    }
+                }
+            }
+            return chain.broadcast_all(&Message::EndOfInput);
+        }
+        // Channels blocked by alignment or closed are not read.
+        let mut select = Select::new();
+        select.recv(&link.control);
+        let mut readable = Vec::with_capacity(channels);
+        for (ch, (receiver, _)) in inputs.iter().enumerate() {
+            if !closed[ch] && !aligner.is_blocked(ch) {
+                select.recv(receiver);
+                readable.push(ch);
+            }
+        }
+        // Read until the set of readable channels changes.
+        loop {
+            let deadline = chain.next_processing_time();
+            let operation = match deadline {
+                None => select.select_timeout(Duration::from_millis(100)),
+                Some(t) => {
+                    let wait = Duration::from_millis(u64::try_from(t - now_millis()).unwrap_or(0));
+                    select.select_timeout(wait.min(Duration::from_millis(100)))
+                }
+            };
+            let Ok(operation) = operation else {
+                if cancelled.load(Ordering::Relaxed) {
+                    return Err(Error::Cancelled);
+                }
+                if chain
+                    .next_processing_time()
+                    .is_some_and(|t| t <= now_millis())
+                {
+                    chain.fire_processing_time(now_millis())?;
+                }
+                continue;
+            };
+            if operation.index() == 0 {
+                let control = operation
+                    .recv(&link.control)
+                    .map_err(|_| Error::Cancelled)?;
+                match control {
+                    Control::Complete { id } => {
+                        chain.checkpoint_complete(id)?;
+                        last_complete = Some(id);
+                        if pending_stop.is_some_and(|s| id >= s) {
+                            return Ok(());
+                        }
+                    }
+                    Control::Abort { id } => {
+                        if pending_stop == Some(id) {
+                            pending_stop = None;
+                        }
+                    }
+                    Control::Trigger(_) => {}
+                }
+                continue;
+            }
+            let ch = readable[operation.index() - 1];
+            let (receiver, input) = &inputs[ch];
+            let message = operation.recv(receiver).map_err(|_| Error::Cancelled)?;
+            let mut changed = false;
+            match message {
+                Message::Data(batch) => chain.input(*input, batch)?,
+                Message::Watermark(w) => {
+                    if let Some(combined) = valve.watermark(ch, w) {
+                        chain.watermark_at(0, combined)?;
+                    }
+                }
+                Message::Idle(is_idle) => {
+                    let (advanced, status) = valve.idle(ch, is_idle);
+                    if let Some(combined) = advanced {
+                        chain.watermark_at(0, combined)?;
+                    }
+                    if let Some(status) = status {
+                        chain.broadcast_all(&Message::Idle(status))?;
+                    }
+                }
+                Message::Barrier(barrier) => {
+                    for action in aligner.on_barrier(ch, barrier.id) {
+                        act(&mut chain, action, barrier, &link, &mut last_snapshot)?;
+                    }
+                    if barrier.stop && last_snapshot == Some(barrier.id) {
+                        pending_stop = Some(barrier.id);
+                    }
+                    changed = true;
+                }
+                Message::EndOfData => {
+                    data_ended[ch] = true;
+                    if let Some(combined) = valve.finish(ch) {
+                        chain.watermark_at(0, combined)?;
+                    }
+                    if !data_done && data_ended.iter().all(|&e| e) {
+                        data_done = true;
+                        chain.end_of_data()?;
+                    }
+                }
+                Message::EndOfInput => {
+                    closed[ch] = true;
+                    let barrier = Barrier {
+                        id: 0,
+                        timestamp_ms: 0,
+                        stop: false,
+                    };
+                    for action in aligner.on_end_of_input(ch) {
+                        act(&mut chain, action, barrier, &link, &mut last_snapshot)?;
+                    }
+                    changed = true;
+                }
+            }
+            chain.update_records_out();
+            if pending_stop.is_some() {
+                // After a stop-with-savepoint barrier nothing more is read: wait for its fate.
+                let Some(id) = pending_stop else { break };
+                if await_stop(&mut chain, id, &link, cancelled)? {
+                    return Ok(());
+                }
+                pending_stop = None;
+                changed = true;
+            }
+            if changed {
+                break;
             }
         }
     }
 }
 
-/// Runs an operator subtask until every input has ended or something fails.
-pub(crate) fn run_operator(
-    mut chain: Chain,
-    inputs: Vec<(Receiver<Message>, usize)>,
+/// Carries out an alignment decision.
+fn act(
+    chain: &mut Chain,
+    action: Action,
+    barrier: Barrier,
+    link: &Link,
+    last_snapshot: &mut Option<u64>,
 ) -> Result<()> {
-    let mut valve = WatermarkValve::new(inputs.len());
-    let mut select = Select::new();
-    for (receiver, _) in &inputs {
-        select.recv(receiver);
-    }
-    let mut barriers: Vec<(u64, usize)> = Vec::new();
-    loop {
-        if valve.all_finished() {
-            return chain.finish();
+    match action {
+        Action::Snapshot(id) => {
+            let barrier = Barrier { id, ..barrier };
+            chain.checkpoint(None, barrier, link)?;
+            *last_snapshot = Some(id);
         }
-        let deadline = chain.next_processing_time();
-        let operation = match deadline {
-            None => select.select(),
-            Some(t) => {
-                let now = now_millis();
-                let wait = Duration::from_millis(u64::try_from(t - now).unwrap_or(0));
-                match select.select_timeout(wait) {
-                    Ok(op) => op,
-                    Err(_) => {
-                        chain.fire_processing_time(now_millis())?;
-                        continue;
-                    }
-                }
-            }
-        };
-        let channel = operation.index();
-        let (receiver, input) = &inputs[channel];
-        let message = operation.recv(receiver).map_err(|_| Error::Cancelled)?;
-        match message {
-            Message::Data(batch) => chain.input(*input, batch)?,
-            Message::Watermark(w) => {
-                if let Some(combined) = valve.watermark(channel, w) {
-                    chain.watermark_at(0, combined)?;
-                }
-            }
-            Message::Idle(is_idle) => {
-                let (advanced, status) = valve.idle(channel, is_idle);
-                if let Some(combined) = advanced {
-                    chain.watermark_at(0, combined)?;
-                }
-                if let Some(status) = status {
-                    chain.broadcast_all(&Message::Idle(status))?;
-                }
-            }
-            Message::Barrier(id) => {
-                // Forwarded once every channel has delivered it (alignment comes with checkpoints).
-                let seen = match barriers.iter_mut().find(|(b, _)| *b == id) {
-                    Some((_, n)) => {
-                        *n += 1;
-                        *n
-                    }
-                    None => {
-                        barriers.push((id, 1));
-                        1
-                    }
-                };
-                if seen == inputs.len() {
-                    barriers.retain(|(b, _)| *b != id);
-                    chain.broadcast_all(&Message::Barrier(id))?;
-                }
-            }
-            Message::EndOfInput => {
-                select.remove(channel);
-                if let Some(combined) = valve.finish(channel) {
-                    chain.watermark_at(0, combined)?;
-                }
-            }
-        }
-        chain.update_records_out();
+        Action::Abandon(id) => link.report(Report::Decline {
+            id,
+            task: link.task,
+            reason: "a newer barrier arrived during alignment".into(),
+        }),
     }
+    Ok(())
 }

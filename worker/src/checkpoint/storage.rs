@@ -1,0 +1,362 @@
+//! How checkpoints and savepoints are laid out in a [`CheckpointStore`], written and read back.
+//!
+//! ```text
+//! <root>/chk-0000000042/state/<operator>-<subtask>   one SubtaskState each (postcard)
+//! <root>/chk-0000000042/files/<instance>/<name>      files of this snapshot only
+//! <root>/chk-0000000042/_metadata                    JSON, written last: the checkpoint exists once it does
+//! <root>/shared/<instance>/<name>                    immutable files shared by checkpoints (RocksDB SSTs)
+//! <root>/savepoints/savepoint-0000000043/...         self-contained: no shared files
+//! ```
+//!
+//! A checkpoint that fails halfway leaves objects without `_metadata`: invisible to restores, and
+//! deleted by the next retention pass. Nothing of an existing checkpoint is ever overwritten.
+//! The format is described in `docs/checkpoints.md`; [`FORMAT_VERSION`] is checked on restore.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::state::{FORMAT_VERSION, FileSet, SubtaskState, decode, encode};
+use super::store::CheckpointStore;
+use crate::error::{Error, Result};
+
+const METADATA: &str = "_metadata";
+const CHECKPOINT_PREFIX: &str = "chk-";
+const SHARED: &str = "shared/";
+/// Where savepoints go in a job's store unless another place is given.
+pub const SAVEPOINTS: &str = "savepoints";
+
+/// Checkpoint or savepoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotKind {
+    Checkpoint,
+    Savepoint,
+}
+
+/// One operator's part of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatorMeta {
+    pub uid: String,
+    pub parallelism: u32,
+    /// Object keys of the subtasks' states, relative to the snapshot's directory, by subtask.
+    pub subtasks: Vec<String>,
+}
+
+/// The `_metadata` object: what a snapshot holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    pub format_version: u32,
+    pub id: u64,
+    pub kind: SnapshotKind,
+    pub job: String,
+    pub timestamp_ms: u64,
+    pub max_parallelism: u32,
+    pub operators: Vec<OperatorMeta>,
+    /// Shared objects (keys relative to the root) this checkpoint references.
+    #[serde(default)]
+    pub shared: Vec<String>,
+    /// Bytes written for this snapshot (state objects and files it uploaded itself).
+    #[serde(default)]
+    pub bytes_written: u64,
+    /// Bytes of every file and state object it references, shared ones included.
+    #[serde(default)]
+    pub full_size: u64,
+}
+
+/// Where one snapshot is: a store and the snapshot's directory in it.
+#[derive(Debug, Clone)]
+pub struct SnapshotRef {
+    pub store: Arc<dyn CheckpointStore>,
+    /// E.g. `chk-0000000042` or `savepoints/savepoint-0000000043`.
+    pub dir: String,
+}
+
+/// The directory of checkpoint `id`.
+pub fn checkpoint_dir(id: u64) -> String {
+    format!("{CHECKPOINT_PREFIX}{id:010}")
+}
+
+/// The directory of savepoint `id` under [`SAVEPOINTS`].
+pub fn savepoint_dir(id: u64) -> String {
+    format!("{SAVEPOINTS}/savepoint-{id:010}")
+}
+
+/// One subtask's state as acknowledged: the operator's uid, its parallelism, and the state.
+#[derive(Debug, Clone)]
+pub struct AckedState {
+    pub uid: String,
+    pub subtask: u32,
+    pub parallelism: u32,
+    pub state: SubtaskState,
+}
+
+/// Writes snapshots of one job and remembers which shared files are already in the store.
+#[derive(Debug)]
+pub struct SnapshotWriter {
+    store: Arc<dyn CheckpointStore>,
+    job: String,
+    max_parallelism: u32,
+    uploaded: HashSet<String>,
+}
+
+fn join(dir: &str, key: &str) -> String {
+    if dir.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{}/{key}", dir.trim_end_matches('/'))
+    }
+}
+
+impl SnapshotWriter {
+    pub fn new(store: Arc<dyn CheckpointStore>, job: &str, max_parallelism: u32) -> Self {
+        Self {
+            store,
+            job: job.to_owned(),
+            max_parallelism,
+            uploaded: HashSet::new(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn CheckpointStore> {
+        &self.store
+    }
+
+    /// Writes a complete snapshot into `dir`, metadata last. Checkpoints upload each shared file
+    /// once (later checkpoints reference it); savepoints copy every file into their own directory.
+    pub fn write(
+        &mut self,
+        dir: &str,
+        id: u64,
+        kind: SnapshotKind,
+        timestamp_ms: u64,
+        states: Vec<AckedState>,
+    ) -> Result<Metadata> {
+        let mut operators: Vec<OperatorMeta> = Vec::new();
+        let mut shared = BTreeSet::new();
+        let mut bytes_written = 0u64;
+        let mut full_size = 0u64;
+        for mut acked in states {
+            let op = match operators.iter().position(|o| o.uid == acked.uid) {
+                Some(i) => i,
+                None => {
+                    operators.push(OperatorMeta {
+                        uid: acked.uid.clone(),
+                        parallelism: acked.parallelism,
+                        subtasks: vec![String::new(); acked.parallelism as usize],
+                    });
+                    operators.len() - 1
+                }
+            };
+            for set in &mut acked.state.files {
+                for file in &mut set.files {
+                    let local = std::path::PathBuf::from(&file.location);
+                    full_size += file.size;
+                    let key = if file.shared && kind == SnapshotKind::Checkpoint {
+                        let key = format!("{SHARED}{}/{}", set.instance, file.name);
+                        if !self.uploaded.contains(&key) {
+                            self.store.put_file(&key, &local)?;
+                            bytes_written += file.size;
+                            self.uploaded.insert(key.clone());
+                        }
+                        shared.insert(key.clone());
+                        key
+                    } else {
+                        let relative = format!("files/{}/{}", set.instance, file.name);
+                        self.store.put_file(&join(dir, &relative), &local)?;
+                        bytes_written += file.size;
+                        relative
+                    };
+                    file.location = key;
+                }
+            }
+            let relative = format!("state/{op}-{}", acked.subtask);
+            let bytes = encode(&acked.state)?;
+            bytes_written += bytes.len() as u64;
+            full_size += bytes.len() as u64;
+            self.store.put(&join(dir, &relative), &bytes)?;
+            if let Some(slot) = operators[op].subtasks.get_mut(acked.subtask as usize) {
+                *slot = relative;
+            }
+        }
+        let metadata = Metadata {
+            format_version: FORMAT_VERSION,
+            id,
+            kind,
+            job: self.job.clone(),
+            timestamp_ms,
+            max_parallelism: self.max_parallelism,
+            operators,
+            shared: shared.into_iter().collect(),
+            bytes_written,
+            full_size,
+        };
+        let json = serde_json::to_vec_pretty(&metadata)
+            .map_err(|e| Error::State(format!("encoding metadata: {e}")))?;
+        self.store.put(&join(dir, METADATA), &json)?;
+        Ok(metadata)
+    }
+
+    /// Removes what a failed snapshot wrote into `dir` (best effort; it has no metadata, so it is
+    /// invisible anyway).
+    pub fn discard(&self, dir: &str) {
+        if let Ok(keys) = self.store.list(&format!("{}/", dir.trim_end_matches('/'))) {
+            for key in keys {
+                let _ = self.store.delete(&key);
+            }
+        }
+    }
+
+    /// Keeps the newest `retain` checkpoints: older ones lose their metadata first (so they stop
+    /// being restorable before anything they hold disappears), then their objects, then shared
+    /// files no retained checkpoint references. Also removes leftovers of failed checkpoints older
+    /// than the newest complete one.
+    pub fn retain(&mut self, retain: usize) -> Result<()> {
+        let all = self.store.list(CHECKPOINT_PREFIX)?;
+        let mut complete: Vec<String> = Vec::new();
+        let mut dirs: BTreeSet<String> = BTreeSet::new();
+        for key in &all {
+            if let Some((dir, rest)) = key.split_once('/') {
+                dirs.insert(dir.to_owned());
+                if rest == METADATA {
+                    complete.push(dir.to_owned());
+                }
+            }
+        }
+        complete.sort();
+        let keep: BTreeSet<String> = complete.iter().rev().take(retain.max(1)).cloned().collect();
+        let Some(newest) = complete.last().cloned() else {
+            return Ok(());
+        };
+        let mut referenced: HashSet<String> = HashSet::new();
+        for dir in &keep {
+            if let Some(meta) = read_metadata(self.store.as_ref(), dir)? {
+                referenced.extend(meta.shared);
+            }
+        }
+        for dir in dirs.iter().filter(|d| !keep.contains(*d) && **d < newest) {
+            self.store.delete(&join(dir, METADATA))?;
+            for key in all.iter().filter(|k| k.starts_with(&format!("{dir}/"))) {
+                self.store.delete(key)?;
+            }
+        }
+        for key in self.store.list(SHARED)? {
+            if !referenced.contains(&key) {
+                self.store.delete(&key)?;
+                self.uploaded.remove(&key);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_metadata(store: &dyn CheckpointStore, dir: &str) -> Result<Option<Metadata>> {
+    let Some(bytes) = store.get(&join(dir, METADATA))? else {
+        return Ok(None);
+    };
+    let meta: Metadata = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Restore(format!("{dir}/{METADATA} is not valid metadata: {e}")))?;
+    if meta.format_version != FORMAT_VERSION {
+        return Err(Error::Restore(format!(
+            "{dir} has format version {}, this build reads version {FORMAT_VERSION}",
+            meta.format_version
+        )));
+    }
+    Ok(Some(meta))
+}
+
+/// The newest complete checkpoint in `store`, if any.
+pub fn latest_checkpoint(store: &Arc<dyn CheckpointStore>) -> Result<Option<SnapshotRef>> {
+    let newest = store
+        .list(CHECKPOINT_PREFIX)?
+        .into_iter()
+        .filter_map(|k| {
+            let (dir, rest) = k.split_once('/')?;
+            (rest == METADATA).then(|| dir.to_owned())
+        })
+        .max();
+    Ok(newest.map(|dir| SnapshotRef {
+        store: store.clone(),
+        dir,
+    }))
+}
+
+/// A snapshot read back: its metadata and every subtask state by operator uid.
+#[derive(Debug)]
+pub struct LoadedSnapshot {
+    pub source: SnapshotRef,
+    pub metadata: Metadata,
+    /// Per operator (as in `metadata.operators`), the states of its old subtasks in order.
+    pub states: Vec<Vec<SubtaskState>>,
+}
+
+impl LoadedSnapshot {
+    /// Reads a snapshot's metadata and states.
+    pub fn load(source: SnapshotRef) -> Result<Self> {
+        let metadata = read_metadata(source.store.as_ref(), &source.dir)?.ok_or_else(|| {
+            Error::Restore(format!(
+                "no snapshot at '{}' ({} is missing)",
+                source.dir, METADATA
+            ))
+        })?;
+        let mut states = Vec::new();
+        for op in &metadata.operators {
+            let mut subtasks = Vec::new();
+            for key in &op.subtasks {
+                let full = join(&source.dir, key);
+                let bytes = source
+                    .store
+                    .get(&full)?
+                    .ok_or_else(|| Error::Restore(format!("snapshot object {full} is missing")))?;
+                subtasks.push(decode::<SubtaskState>(&bytes)?);
+            }
+            states.push(subtasks);
+        }
+        Ok(Self {
+            source,
+            metadata,
+            states,
+        })
+    }
+
+    /// Downloads the files of `set` into `local` (created), resolving shared and own locations.
+    pub fn download(&self, set: &FileSet, local: &Path) -> Result<()> {
+        std::fs::create_dir_all(local)
+            .map_err(|e| Error::Storage(format!("creating {}: {e}", local.display())))?;
+        for file in &set.files {
+            let key = if file.location.starts_with(SHARED) {
+                // Shared files live at the root of the store the checkpoint belongs to.
+                let root = self.source.dir.rsplit_once('/').map_or("", |(r, _)| r);
+                join(root, &file.location)
+            } else {
+                join(&self.source.dir, &file.location)
+            };
+            if !self.source.store.get_file(&key, &local.join(&file.name))? {
+                return Err(Error::Restore(format!("snapshot file {key} is missing")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Copies a snapshot to another directory (and possibly another store): savepoints are
+/// self-contained, so the copy restores like the original.
+pub fn copy_snapshot(from: &SnapshotRef, to: &SnapshotRef) -> Result<()> {
+    let prefix = format!("{}/", from.dir.trim_end_matches('/'));
+    let keys = from.store.list(&prefix)?;
+    let (metadata, rest): (Vec<String>, Vec<String>) =
+        keys.into_iter().partition(|k| k.ends_with(METADATA));
+    for key in rest.into_iter().chain(metadata) {
+        let bytes = from
+            .store
+            .get(&key)?
+            .ok_or_else(|| Error::Storage(format!("{key} vanished while copying")))?;
+        let relative = &key[prefix.len()..];
+        to.store.put(&join(&to.dir, relative), &bytes)?;
+    }
+    Ok(())
+}
