@@ -119,3 +119,19 @@ pub fn sorted(mut rows: Vec<Row>) -> Vec<Row> {
     rows.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     rows
 }
+
+/// Polls `check` every 20 ms until it returns `Some`, failing the test with `what` after
+/// `limit_secs`: a bound on waiting for progress, never a measurement.
+pub fn wait_until<T>(what: &str, limit_secs: u64, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(limit_secs);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up after {limit_secs} s waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -2,6 +2,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::type_complexity)]
 
 mod connectors;
+mod exactly_once;
 mod jobs;
 mod joins;
 mod operators;

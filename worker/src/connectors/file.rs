@@ -1426,7 +1426,7 @@ struct PartWriter {
 
 /// Appends `s` as a CSV field: quoted if it is empty or holds the delimiter, a quote or a line
 /// break.
-fn push_csv_text(out: &mut String, s: &str, delimiter: u8) {
+pub(crate) fn push_csv_text(out: &mut String, s: &str, delimiter: u8) {
     let needs_quotes = s.is_empty()
         || s.bytes()
             .any(|b| b == delimiter || matches!(b, b'"' | b'\n' | b'\r'));
@@ -1452,7 +1452,7 @@ enum CsvColumn<'a> {
     Other(ArrayFormatter<'a>),
 }
 
-fn write_csv(batch: &RecordBatch, delimiter: u8, out: &mut String) -> Result<()> {
+pub(crate) fn write_csv(batch: &RecordBatch, delimiter: u8, out: &mut String) -> Result<()> {
     let options = FormatOptions::default();
     let writers = batch
         .columns()
@@ -1498,7 +1498,7 @@ fn write_csv(batch: &RecordBatch, delimiter: u8, out: &mut String) -> Result<()>
 }
 
 /// The batch with its timestamp columns as Int64 epoch milliseconds (for the JSON writer).
-fn with_epoch_millis(batch: &RecordBatch) -> Result<RecordBatch> {
+pub(crate) fn with_epoch_millis(batch: &RecordBatch) -> Result<RecordBatch> {
     if !batch
         .schema()
         .fields()

@@ -10,6 +10,7 @@ pub mod nexmark;
 pub mod nexmark_source;
 pub mod sinks;
 mod throttle;
+pub mod two_phase;
 
 use arrow::datatypes::SchemaRef;
 

@@ -124,6 +124,7 @@ struct StatusInner {
     restarts: u32,
     last_failure: Option<String>,
     attempt_checkpoints: Option<Arc<CheckpointStats>>,
+    restored_from: Vec<String>,
     completed_before: Vec<crate::runtime::checkpointing::CompletedSnapshot>,
 }
 
@@ -136,6 +137,11 @@ impl JobStatus {
     /// The failure that caused the last restart (or ended the job).
     pub fn last_failure(&self) -> Option<String> {
         self.inner.lock().last_failure.clone()
+    }
+
+    /// The snapshot directory each restart restored from, in order.
+    pub fn restored_from(&self) -> Vec<String> {
+        self.inner.lock().restored_from.clone()
     }
 
     /// Every snapshot completed, over all attempts.
@@ -201,6 +207,7 @@ pub fn run_with(
         if let Some(checkpoints) = &options.checkpoints
             && let Some(latest) = latest_checkpoint(&checkpoints.store)?
         {
+            status.inner.lock().restored_from.push(latest.dir.clone());
             options.restore = Some(RestoreOptions {
                 snapshot: latest,
                 allow_non_restored_state: options
