@@ -45,7 +45,9 @@ fn reference(bids: u64, auctions: u64) -> BTreeMap<Out, usize> {
     for k in 0..bids {
         let b = nexmark::bid(&cfg, k);
         let start = b.date_time.div_euclid(WINDOW_MS) * WINDOW_MS;
-        let e = per_window.entry((b.auction, start)).or_insert((0, i64::MIN));
+        let e = per_window
+            .entry((b.auction, start))
+            .or_insert((0, i64::MIN));
         e.0 += 1;
         e.1 = e.1.max(b.price);
     }
@@ -54,7 +56,15 @@ fn reference(bids: u64, auctions: u64) -> BTreeMap<Out, usize> {
         let a = nexmark::auction(&cfg, k);
         let start = a.date_time.div_euclid(WINDOW_MS) * WINDOW_MS;
         if let Some((n, max)) = per_window.get(&(a.id, start)) {
-            let row = (a.id, start, start + WINDOW_MS, *n, *max, a.seller, a.date_time);
+            let row = (
+                a.id,
+                start,
+                start + WINDOW_MS,
+                *n,
+                *max,
+                a.seller,
+                a.date_time,
+            );
             *out.entry(row).or_insert(0) += 1;
         }
     }
@@ -120,10 +130,7 @@ fn build(job: &Job, sink: ExactlyOnceFileSink) -> strom::plan::LogicalGraph {
         auctions_source = auctions_source.with_rate_limit((rate / 15).max(1));
     }
     let mut bids = env
-        .from_source(
-            bids_source,
-            Some(WatermarkStrategy::ascending("date_time")),
-        )
+        .from_source(bids_source, Some(WatermarkStrategy::ascending("date_time")))
         .uid("bids")
         .select(&["auction", "price", "date_time"]);
     if let Some((before, _)) = &job.chaos {
@@ -136,7 +143,9 @@ fn build(job: &Job, sink: ExactlyOnceFileSink) -> strom::plan::LogicalGraph {
     }
     let counts = bids
         .key_by(&["auction"])
-        .window(WindowAssigner::tumbling(Duration::from_millis(WINDOW_MS as u64)))
+        .window(WindowAssigner::tumbling(Duration::from_millis(
+            WINDOW_MS as u64,
+        )))
         .aggregate(&[Agg::count("n"), Agg::max("price", "max_price")])
         .uid("bids-per-auction");
     let auctions = env
@@ -150,7 +159,9 @@ fn build(job: &Job, sink: ExactlyOnceFileSink) -> strom::plan::LogicalGraph {
         .join(&auctions)
         .where_key(&["auction"])
         .equal_to(&["id"])
-        .window(WindowAssigner::tumbling(Duration::from_millis(WINDOW_MS as u64)))
+        .window(WindowAssigner::tumbling(Duration::from_millis(
+            WINDOW_MS as u64,
+        )))
         .apply()
         .uid("auction-join")
         .select(&[
@@ -202,7 +213,11 @@ fn committed(sink: &ExactlyOnceFileSink, store: &dyn CheckpointStore) -> BTreeMa
         let bytes = store.get(&key).unwrap().unwrap();
         for line in String::from_utf8(bytes).unwrap().lines() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let f = |name: &str| v[name].as_i64().unwrap_or_else(|| panic!("{name} in {line}"));
+            let f = |name: &str| {
+                v[name]
+                    .as_i64()
+                    .unwrap_or_else(|| panic!("{name} in {line}"))
+            };
             let row = (
                 f("auction"),
                 f("window_start"),
@@ -246,10 +261,7 @@ fn run_with_failures(name: &str) {
     let sink = ExactlyOnceFileSink::new(output.clone(), "results");
     // Failures at pseudo-random points of the bids' and the join's records (fixed seed).
     let mut rng = strom_tests::Lcg::new(7);
-    let before = Chaos::new(vec![
-        20_000 + rng.below(40_000),
-        90_000 + rng.below(60_000),
-    ]);
+    let before = Chaos::new(vec![20_000 + rng.below(40_000), 90_000 + rng.below(60_000)]);
     let after = Chaos::new(vec![(expected.len() as u64 / 3) + rng.below(500)]);
     let job = Job {
         bids,
@@ -277,7 +289,11 @@ fn run_with_failures(name: &str) {
         |_| {},
     )
     .unwrap();
-    assert_eq!(before.fired() + after.fired(), 3, "every failure was injected");
+    assert_eq!(
+        before.fired() + after.fired(),
+        3,
+        "every failure was injected"
+    );
     assert_eq!(status.restarts(), 3);
     assert!(
         status.last_failure().unwrap().contains("injected failure"),
@@ -298,10 +314,7 @@ fn run_with_failures(name: &str) {
         .into_iter()
         .filter(|k| k.ends_with("_metadata"))
         .collect();
-    assert!(
-        !metadata.is_empty() && metadata.len() <= 2,
-        "{metadata:?}"
-    );
+    assert!(!metadata.is_empty() && metadata.len() <= 2, "{metadata:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -344,10 +357,9 @@ fn run_segment(
             .sum();
         (produced >= until).then_some(())
     });
-    match handle.stop_with_savepoint() {
-        Ok(savepoint) => Some(savepoint),
-        Err((e, _)) => panic!("stop with savepoint failed: {e}"),
-    }
+    let savepoint = handle.stop_with_savepoint().unwrap();
+    handle.join().unwrap();
+    Some(savepoint)
 }
 
 #[test]
@@ -417,8 +429,8 @@ fn restoring_state_of_a_removed_operator_needs_allow_non_restored_state() {
         rate: Some(50_000),
         chaos: None,
     };
-    let savepoint = run_segment(&job, &sink, &checkpoints, &dir.join("l"), None, Some(5_000))
-        .unwrap();
+    let savepoint =
+        run_segment(&job, &sink, &checkpoints, &dir.join("l"), None, Some(5_000)).unwrap();
     // The same job without the join and its sink: their state has nowhere to go.
     let env = StreamEnv::new("smaller", EngineConfig::default());
     env.from_source(NexmarkSource::bids(config(), Some(10)), None)
@@ -436,7 +448,10 @@ fn restoring_state_of_a_removed_operator_needs_allow_non_restored_state() {
     let error = start_with(&graph, &options(false)).err().unwrap();
     let message = error.to_string();
     assert!(matches!(error, Error::Restore(_)), "{message}");
-    assert!(message.contains("bids-per-auction") && message.contains("allowNonRestoredState"), "{message}");
+    assert!(
+        message.contains("bids-per-auction") && message.contains("allowNonRestoredState"),
+        "{message}"
+    );
     start_with(&graph, &options(true)).unwrap().join().unwrap();
     // Another number of key groups cannot take the state.
     let env = StreamEnv::new(
@@ -449,7 +464,9 @@ fn restoring_state_of_a_removed_operator_needs_allow_non_restored_state() {
     env.from_source(NexmarkSource::bids(config(), Some(10)), None)
         .uid("bids")
         .sink(strom::connectors::sinks::DiscardSink::new());
-    let error = start_with(&env.build().unwrap(), &options(true)).err().unwrap();
+    let error = start_with(&env.build().unwrap(), &options(true))
+        .err()
+        .unwrap();
     assert!(error.to_string().contains("maxParallelism 128"), "{error}");
     let _ = std::fs::remove_dir_all(&dir);
 }

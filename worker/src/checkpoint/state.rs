@@ -114,6 +114,8 @@ impl StateWriter {
 /// file sets overlapping its key groups (downloaded to local directories).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RestoredState {
+    /// The id of the checkpoint or savepoint restored.
+    pub checkpoint_id: u64,
     pub key_groups: Range<u32>,
     pub keyed: KeyedSections,
     pub lists: BTreeMap<String, Vec<Vec<u8>>>,

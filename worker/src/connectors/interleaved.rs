@@ -106,9 +106,7 @@ impl<G: IndexedBatches> Source for Interleaved<G> {
                 Admit::Wait(wait) => return Ok(SourcePoll::Pending(wait)),
             }
         }
-        let batch = self
-            .generator
-            .batch(split.next_row(), split.step(), len)?;
+        let batch = self.generator.batch(split.next_row(), split.step(), len)?;
         split.position += len as u64;
         let id = split.id;
         Ok(if self.splits.len() > 1 {

@@ -10,8 +10,10 @@
 //!
 //! A restore commits the restored pending objects again; a commit whose staged object is gone and
 //! whose final object exists was done before, so commits are idempotent. Records after the last
-//! completed checkpoint are never published: they are replayed. A checkpoint whose staging write
-//! fails is declined (the records stay buffered for the next one); the job goes on.
+//! completed checkpoint are never published: they are replayed; their staged files are deleted by
+//! the restore (those of subtask indices the restored job no longer has stay, unpublished). A
+//! checkpoint whose staging write fails is declined (the records stay buffered for the next one);
+//! the job goes on.
 
 use std::sync::Arc;
 
@@ -224,6 +226,17 @@ impl Operator for TwoPhaseWriter {
         for bytes in state.list(PENDING) {
             let p: Pending = decode(bytes)?;
             self.commit(&p)?;
+        }
+        // Staged files this subtask index wrote for checkpoints after the restored one never
+        // completed: they are garbage (only this subtask writes its index's names).
+        let prefix = format!("{}/_staging/part-{}-", self.sink.dir, self.subtask);
+        for key in self.sink.store.list(&prefix)? {
+            let orphan = key[prefix.len()..]
+                .parse::<u64>()
+                .is_ok_and(|id| id > state.checkpoint_id);
+            if orphan {
+                self.sink.store.delete(&key)?;
+            }
         }
         Ok(())
     }

@@ -24,8 +24,9 @@ use crate::time::now_millis;
 pub(crate) enum Control {
     /// Sources: inject this barrier now.
     Trigger(Barrier),
-    /// Checkpoint (or savepoint) `id` is durable.
-    Complete { id: u64 },
+    /// Checkpoint (or savepoint) `id` is durable. `end`: it is the final checkpoint, taken after
+    /// every source ended; the sources may now end the job's input.
+    Complete { id: u64, end: bool },
     /// Checkpoint `id` will not complete.
     Abort { id: u64 },
 }
@@ -308,7 +309,8 @@ fn handle(
                         bytes = meta.bytes_written,
                         "snapshot complete"
                     );
-                    broadcast(tasks, &Control::Complete { id });
+                    let end = stats.inner.lock().final_id.is_some_and(|f| id >= f);
+                    broadcast(tasks, &Control::Complete { id, end });
                     if kind == SnapshotKind::Checkpoint
                         && let Err(e) = writer.retain(options.retain)
                     {

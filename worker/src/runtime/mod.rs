@@ -136,31 +136,10 @@ impl JobHandle {
     }
 
     /// Takes a savepoint and stops the job right after it (sinks commit what it covers); returns
-    /// where it is. If the savepoint fails, the job goes on and the error is returned with the
-    /// handle, as Flink does.
-    pub fn stop_with_savepoint(self) -> std::result::Result<SnapshotRef, (Error, Self)> {
-        match self.request_savepoint(true) {
-            Ok(savepoint) => match self.join() {
-                Ok(()) => Ok(savepoint),
-                Err(e) => Err((e, Self::ended())),
-            },
-            Err(e) => Err((e, self)),
-        }
-    }
-
-    /// A handle of nothing (what is left after a failed stop).
-    fn ended() -> Self {
-        Self {
-            threads: Vec::new(),
-            cancelled: Arc::new(AtomicBool::new(true)),
-            first_error: Arc::new(Mutex::new(None)),
-            metrics: Arc::new(JobMetrics::default()),
-            sinks: Vec::new(),
-            reports: None,
-            driver: None,
-            _controls: Vec::new(),
-            checkpoints: Arc::default(),
-        }
+    /// where it is, and [`JobHandle::join`] then returns once every subtask stopped. If the
+    /// savepoint fails, the job goes on, as in Flink.
+    pub fn stop_with_savepoint(&self) -> Result<SnapshotRef> {
+        self.request_savepoint(true)
     }
 
     /// Waits for every subtask and returns the first failure, if any.
@@ -289,6 +268,7 @@ impl Restore {
         let key_groups = key_group_range(index, parallelism, max_parallelism);
         let (mut restored, files) =
             redistribute(&self.snapshot.states[op], index, parallelism, key_groups);
+        restored.checkpoint_id = self.snapshot.metadata.id;
         for (k, set) in files.iter().enumerate() {
             let dir = self
                 .local_dir

@@ -336,7 +336,7 @@ fn next_control(link: &Link, cancelled: &AtomicBool) -> Result<Control> {
 fn await_stop(chain: &mut Chain, id: u64, link: &Link, cancelled: &AtomicBool) -> Result<bool> {
     loop {
         match next_control(link, cancelled)? {
-            Control::Complete { id: done } => {
+            Control::Complete { id: done, .. } => {
                 chain.checkpoint_complete(done)?;
                 if done >= id {
                     return Ok(true);
@@ -378,7 +378,7 @@ pub(crate) fn run_source(
                         return Ok(());
                     }
                 }
-                Control::Complete { id } => chain.checkpoint_complete(id)?,
+                Control::Complete { id, .. } => chain.checkpoint_complete(id)?,
                 Control::Abort { .. } => {}
             }
         }
@@ -422,7 +422,7 @@ pub(crate) fn run_source(
                             return Ok(());
                         }
                     }
-                    Ok(Control::Complete { id }) => chain.checkpoint_complete(id)?,
+                    Ok(Control::Complete { id, .. }) => chain.checkpoint_complete(id)?,
                     Ok(Control::Abort { .. }) | Err(_) => {}
                 }
                 continue;
@@ -457,8 +457,8 @@ pub(crate) fn run_source(
 }
 
 /// A source whose data ended. Without checkpointing it ends the job's input at once. With it, it
-/// still takes part in checkpoints and ends only once one taken after its end has completed (the
-/// final checkpoint, which makes sinks commit the last records), as in Flink.
+/// still takes part in checkpoints and ends only once the final checkpoint (taken after every
+/// source ended) has completed, which makes sinks commit the last records.
 fn finish_source(
     mut source: Box<dyn Source>,
     mut chain: Chain,
@@ -470,16 +470,14 @@ fn finish_source(
         return chain.broadcast_all(&Message::EndOfInput);
     }
     link.report(Report::SourceFinished);
-    let mut after_end: Option<u64> = None;
     loop {
         match next_control(link, cancelled)? {
             Control::Trigger(barrier) => {
                 chain.checkpoint(Some(source.as_mut()), barrier, link)?;
-                after_end.get_or_insert(barrier.id);
             }
-            Control::Complete { id } => {
+            Control::Complete { id, end } => {
                 chain.checkpoint_complete(id)?;
-                if after_end.is_some_and(|first| id >= first) {
+                if end {
                     return chain.broadcast_all(&Message::EndOfInput);
                 }
             }
@@ -515,7 +513,7 @@ pub(crate) fn run_operator(
             } else if let Some(last) = last_snapshot {
                 while last_complete.is_none_or(|c| c < last) {
                     match next_control(&link, cancelled)? {
-                        Control::Complete { id } => {
+                        Control::Complete { id, .. } => {
                             chain.checkpoint_complete(id)?;
                             last_complete = Some(id);
                         }
@@ -562,7 +560,7 @@ pub(crate) fn run_operator(
                     .recv(&link.control)
                     .map_err(|_| Error::Cancelled)?;
                 match control {
-                    Control::Complete { id } => {
+                    Control::Complete { id, .. } => {
                         chain.checkpoint_complete(id)?;
                         last_complete = Some(id);
                         if pending_stop.is_some_and(|s| id >= s) {

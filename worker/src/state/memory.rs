@@ -414,7 +414,7 @@ impl KeyedStateBackend for MemoryStateBackend {
 
     fn restore(&mut self, state: &RestoredState) -> Result<()> {
         let mut sections: HashMap<String, Vec<u8>> = HashMap::new();
-        for (_, by_name) in &state.keyed {
+        for by_name in state.keyed.values() {
             for (name, bytes) in by_name {
                 if name.starts_with(super::SECTION_PREFIX) {
                     sections
