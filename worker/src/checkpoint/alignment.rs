@@ -6,12 +6,20 @@
 //! barrier may be in the snapshot and be replayed after a restore). A barrier for a newer
 //! checkpoint while one is being aligned abandons the older one (it was aborted upstream or
 //! subsumed). A channel that ended counts as having delivered every barrier.
+//!
+//! Unaligned (exactly-once without blocking, Flink's unaligned checkpoints): the first barrier of a
+//! checkpoint makes the operator snapshot at once and forward the barrier; records that arrive on
+//! the other channels before their barrier are processed *and* recorded as in-flight data, which
+//! becomes part of the snapshot when the last barrier arrives ([`Action::Persist`]). After a restore
+//! the recorded records are processed again before any new input, so nothing is lost or doubled,
+//! and backpressure on one channel does not hold the checkpoint up.
 
 /// How barriers are lined up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     ExactlyOnce,
     AtLeastOnce,
+    Unaligned,
 }
 
 /// What the operator must do after a barrier or an end of input.
@@ -21,6 +29,8 @@ pub enum Action {
     Snapshot(u64),
     /// Checkpoint `id` is abandoned here: release what was blocked for it, snapshot nothing.
     Abandon(u64),
+    /// Unaligned: every barrier of `id` arrived; the recorded in-flight records complete its snapshot.
+    Persist(u64),
 }
 
 #[derive(Debug)]
@@ -50,6 +60,14 @@ impl Aligner {
         self.mode == Mode::ExactlyOnce && self.current.is_some() && self.arrived[ch]
     }
 
+    /// Unaligned: records of channel `ch` belong to the in-flight data of the checkpoint in progress.
+    pub fn is_recording(&self, ch: usize) -> bool {
+        self.mode == Mode::Unaligned
+            && self.current.is_some()
+            && !self.arrived[ch]
+            && !self.ended[ch]
+    }
+
     /// Barrier `id` arrived on channel `ch`.
     pub fn on_barrier(&mut self, ch: usize, id: u64) -> Vec<Action> {
         if self.last_done.is_some_and(|done| id <= done) {
@@ -62,9 +80,17 @@ impl Aligner {
                 actions.push(Action::Abandon(cur));
                 self.reset();
                 self.current = Some(id);
+                if self.mode == Mode::Unaligned {
+                    actions.push(Action::Snapshot(id));
+                }
             }
             Some(_) => {}
-            None => self.current = Some(id),
+            None => {
+                self.current = Some(id);
+                if self.mode == Mode::Unaligned {
+                    actions.push(Action::Snapshot(id));
+                }
+            }
         }
         self.arrived[ch] = true;
         actions.extend(self.complete_if_aligned());
@@ -91,7 +117,11 @@ impl Aligner {
         }
         self.reset();
         self.last_done = Some(id);
-        vec![Action::Snapshot(id)]
+        if self.mode == Mode::Unaligned {
+            vec![Action::Persist(id)]
+        } else {
+            vec![Action::Snapshot(id)]
+        }
     }
 
     fn reset(&mut self) {
@@ -140,6 +170,26 @@ mod tests {
             "the straggler of 3 is ignored"
         );
         assert_eq!(a.on_barrier(0, 4), vec![Action::Snapshot(4)]);
+    }
+
+    #[test]
+    fn unaligned_snapshots_on_the_first_barrier_and_records_until_the_last() {
+        let mut a = Aligner::new(Mode::Unaligned, 3);
+        assert_eq!(a.on_barrier(1, 7), vec![Action::Snapshot(7)]);
+        assert!((0..3).all(|ch| !a.is_blocked(ch)), "nothing is blocked");
+        assert!(a.is_recording(0) && !a.is_recording(1) && a.is_recording(2));
+        assert!(a.on_barrier(0, 7).is_empty());
+        assert!(!a.is_recording(0) && a.is_recording(2));
+        assert_eq!(a.on_barrier(2, 7), vec![Action::Persist(7)]);
+        assert!((0..3).all(|ch| !a.is_recording(ch)));
+        // A newer barrier during recording abandons the older checkpoint and starts the new one.
+        assert_eq!(a.on_barrier(0, 8), vec![Action::Snapshot(8)]);
+        assert_eq!(
+            a.on_barrier(1, 9),
+            vec![Action::Abandon(8), Action::Snapshot(9)]
+        );
+        assert_eq!(a.on_end_of_input(0), Vec::new());
+        assert_eq!(a.on_end_of_input(2), vec![Action::Persist(9)]);
     }
 
     #[test]

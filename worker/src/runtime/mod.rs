@@ -261,9 +261,9 @@ impl Restore {
         parallelism: u32,
         max_parallelism: u32,
         target: Target<'_>,
-    ) -> Result<()> {
+    ) -> Result<Option<crate::checkpoint::state::RestoredState>> {
         let Some(op) = self.operator_of[node] else {
-            return Ok(());
+            return Ok(None);
         };
         let key_groups = key_group_range(index, parallelism, max_parallelism);
         let (mut restored, files) =
@@ -277,10 +277,18 @@ impl Restore {
             self.snapshot.download(set, &dir)?;
             restored.files.push((set.key_groups.clone(), dir));
         }
-        match target {
-            Target::Operator(op) => op.restore(&restored),
-            Target::Source(source) => source.restore(&restored),
+        let old_parallelism = self.snapshot.metadata.operators[op].parallelism;
+        if old_parallelism != parallelism && restored.sections(task::IN_FLIGHT).next().is_some() {
+            return Err(Error::Restore(format!(
+                "{} is an unaligned checkpoint with in-flight records for operator '{uid}', which cannot change parallelism ({old_parallelism} -> {parallelism}); rescale from a savepoint",
+                self.snapshot.source.dir
+            )));
         }
+        match target {
+            Target::Operator(op) => op.restore(&restored)?,
+            Target::Source(source) => source.restore(&restored)?,
+        }
+        Ok(Some(restored))
     }
 }
 
@@ -411,6 +419,8 @@ pub fn start_physical(
                 metrics: subtask_metrics,
                 index,
                 parallelism: task.parallelism,
+                max_parallelism,
+                replay: Vec::new(),
             };
             let (control_tx, control_rx) = crossbeam_channel::unbounded();
             let link = Link {
@@ -562,7 +572,7 @@ fn restore_chain(
                 _ => continue,
             },
         };
-        restore.apply(
+        let restored = restore.apply(
             node_ids[pos],
             &node.uid,
             index,
@@ -570,6 +580,13 @@ fn restore_chain(
             max_parallelism,
             target,
         )?;
+        if pos == 0
+            && let Some(r) = restored
+        {
+            for (_, section) in r.sections(task::IN_FLIGHT) {
+                chain.replay.extend(task::decode_in_flight(section)?);
+            }
+        }
     }
     Ok(())
 }

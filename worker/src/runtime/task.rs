@@ -41,6 +41,48 @@ pub(crate) struct Chain {
     pub(crate) metrics: Arc<SubtaskMetrics>,
     pub(crate) index: u32,
     pub(crate) parallelism: u32,
+    pub(crate) max_parallelism: u32,
+    /// In-flight records restored from an unaligned checkpoint, processed before any new input.
+    pub(crate) replay: Vec<(usize, RecordBatch)>,
+}
+
+/// The snapshot section holding an unaligned checkpoint's in-flight records.
+pub(crate) const IN_FLIGHT: &str = "in-flight";
+
+/// An unaligned checkpoint in progress at an operator: its state, taken at the first barrier, and
+/// the records recorded since on the channels whose barrier has not come yet.
+struct InFlight {
+    id: u64,
+    states: Vec<AckedState>,
+    records: Vec<(usize, RecordBatch)>,
+}
+
+/// Encodes in-flight records (input, Arrow IPC stream) as section records.
+fn encode_in_flight(records: &[(usize, RecordBatch)]) -> Result<Vec<u8>> {
+    let mut section = Vec::new();
+    for (input, batch) in records {
+        let mut ipc = Vec::new();
+        {
+            let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut ipc, &batch.schema())?;
+            w.write(batch)?;
+            w.finish()?;
+        }
+        crate::checkpoint::state::push_record(&mut section, &(*input as u32, ipc))?;
+    }
+    Ok(section)
+}
+
+/// Decodes what [`encode_in_flight`] wrote.
+pub(crate) fn decode_in_flight(section: &[u8]) -> Result<Vec<(usize, RecordBatch)>> {
+    let mut out = Vec::new();
+    for record in crate::checkpoint::state::records(section) {
+        let (input, ipc): (u32, Vec<u8>) = crate::checkpoint::state::decode(record?)?;
+        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None)?;
+        for batch in reader {
+            out.push((input as usize, batch?));
+        }
+    }
+    Ok(out)
 }
 
 /// A subtask's line to the checkpoint coordinator.
@@ -504,6 +546,10 @@ pub(crate) fn run_operator(
     let mut last_snapshot: Option<u64> = None;
     let mut last_complete: Option<u64> = None;
     let mut pending_stop: Option<u64> = None;
+    let mut in_flight: Option<InFlight> = None;
+    for (input, batch) in std::mem::take(&mut chain.replay) {
+        chain.input(input, batch)?;
+    }
     loop {
         if closed.iter().all(|&c| c) {
             // Every input ended. With checkpointing, wait until the checkpoint that covered the
@@ -581,7 +627,14 @@ pub(crate) fn run_operator(
             let message = operation.recv(receiver).map_err(|_| Error::Cancelled)?;
             let mut changed = false;
             match message {
-                Message::Data(batch) => chain.input(*input, batch)?,
+                Message::Data(batch) => {
+                    if aligner.is_recording(ch)
+                        && let Some(f) = &mut in_flight
+                    {
+                        f.records.push((*input, batch.clone()));
+                    }
+                    chain.input(*input, batch)?
+                }
                 Message::Watermark(w) => {
                     if let Some(combined) = valve.watermark(ch, w) {
                         chain.watermark_at(0, combined)?;
@@ -598,7 +651,14 @@ pub(crate) fn run_operator(
                 }
                 Message::Barrier(barrier) => {
                     for action in aligner.on_barrier(ch, barrier.id) {
-                        act(&mut chain, action, barrier, &link, &mut last_snapshot)?;
+                        act(
+                            &mut chain,
+                            action,
+                            barrier,
+                            &link,
+                            &mut last_snapshot,
+                            &mut in_flight,
+                        )?;
                     }
                     if barrier.stop && last_snapshot == Some(barrier.id) {
                         pending_stop = Some(barrier.id);
@@ -623,7 +683,14 @@ pub(crate) fn run_operator(
                         stop: false,
                     };
                     for action in aligner.on_end_of_input(ch) {
-                        act(&mut chain, action, barrier, &link, &mut last_snapshot)?;
+                        act(
+                            &mut chain,
+                            action,
+                            barrier,
+                            &link,
+                            &mut last_snapshot,
+                            &mut in_flight,
+                        )?;
                     }
                     changed = true;
                 }
@@ -652,18 +719,69 @@ fn act(
     barrier: Barrier,
     link: &Link,
     last_snapshot: &mut Option<u64>,
+    in_flight: &mut Option<InFlight>,
 ) -> Result<()> {
     match action {
+        Action::Snapshot(id) if link.mode == Mode::Unaligned => {
+            // Snapshot now and let the barrier go on; the in-flight records follow at `Persist`.
+            let barrier = Barrier { id, ..barrier };
+            match chain.snapshot(None, id) {
+                Ok(states) => {
+                    *in_flight = Some(InFlight {
+                        id,
+                        states,
+                        records: Vec::new(),
+                    });
+                }
+                Err(e) => link.report(Report::Decline {
+                    id,
+                    task: link.task,
+                    reason: e.to_string(),
+                }),
+            }
+            chain.broadcast_all(&Message::Barrier(barrier))?;
+            *last_snapshot = Some(id);
+        }
         Action::Snapshot(id) => {
             let barrier = Barrier { id, ..barrier };
             chain.checkpoint(None, barrier, link)?;
             *last_snapshot = Some(id);
         }
-        Action::Abandon(id) => link.report(Report::Decline {
-            id,
-            task: link.task,
-            reason: "a newer barrier arrived during alignment".into(),
-        }),
+        Action::Persist(id) => {
+            if let Some(mut f) = in_flight.take().filter(|f| f.id == id) {
+                if !f.records.is_empty() {
+                    let key_group = crate::keys::key_group_range(
+                        chain.index,
+                        chain.parallelism,
+                        chain.max_parallelism,
+                    )
+                    .start;
+                    let bytes = encode_in_flight(&f.records)?;
+                    if let Some(head) = f.states.first_mut() {
+                        head.state
+                            .keyed
+                            .entry(key_group)
+                            .or_default()
+                            .insert(IN_FLIGHT.to_owned(), bytes);
+                    }
+                }
+                link.report(Report::Ack {
+                    id,
+                    task: link.task,
+                    states: f.states,
+                });
+            }
+        }
+        Action::Abandon(id) => {
+            if in_flight.as_ref().is_some_and(|f| f.id == id) {
+                *in_flight = None;
+            }
+            link.report(Report::Decline {
+                id,
+                task: link.task,
+                reason: "a newer barrier arrived during alignment".into(),
+            })
+        }
     }
     Ok(())
 }
