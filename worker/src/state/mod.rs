@@ -11,6 +11,7 @@
 //! the key groups it is given on restore, whatever parallelism wrote them.
 
 mod memory;
+pub mod ttl;
 
 use std::hash::Hash;
 use std::marker::PhantomData;
