@@ -2,6 +2,7 @@
 //! reference computations live next to the tests that use them, written for clarity, not speed.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod eo;
 pub mod testbed;
 
 use std::sync::Arc;

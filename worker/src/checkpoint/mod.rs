@@ -5,6 +5,7 @@
 
 pub mod alignment;
 pub mod coordinator;
+pub mod s3;
 pub mod state;
 pub mod storage;
 pub mod store;
