@@ -11,6 +11,7 @@
 //! the key groups it is given on restore, whatever parallelism wrote them.
 
 mod memory;
+pub mod rocksdb;
 pub mod ttl;
 
 use std::hash::Hash;
@@ -20,6 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use memory::MemoryStateBackend;
+pub use self::rocksdb::RocksDbStateBackend;
 
 use crate::checkpoint::state::{RestoredState, StateWriter};
 use crate::error::Result;
@@ -331,10 +333,10 @@ pub trait KeyedStateBackend: Send + 'static {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn check_semantics<B: KeyedStateBackend>(mut b: B) {
+    pub(crate) fn check_semantics<B: KeyedStateBackend>(mut b: B) {
         let w1 = Namespace::Window { start: 0, end: 10 };
         let w2 = Namespace::Window { start: 10, end: 20 };
         let count: ValueState<i64> = b.value_state("count");
