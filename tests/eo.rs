@@ -21,6 +21,7 @@ use strom::runtime::checkpointing::CheckpointOptions;
 use strom::stream::StreamEnv;
 use strom::time::WatermarkStrategy;
 use strom::{EngineConfig, Error};
+use strom_api::StateBackendKind;
 
 pub const WINDOW_MS: i64 = 10_000;
 
@@ -110,6 +111,7 @@ pub struct Job {
     pub chaos: Option<(Arc<Chaos>, Arc<Chaos>)>,
     /// Milliseconds a stage before the aggregate spends on each batch (backpressure).
     pub slow_ms: u64,
+    pub backend: StateBackendKind,
 }
 
 pub fn build(job: &Job, sink: ExactlyOnceFileSink) -> strom::plan::LogicalGraph {
@@ -118,6 +120,7 @@ pub fn build(job: &Job, sink: ExactlyOnceFileSink) -> strom::plan::LogicalGraph 
         EngineConfig {
             parallelism: job.parallelism,
             batch_size: 512,
+            state_backend: job.backend,
             ..EngineConfig::default()
         },
     );

@@ -21,6 +21,17 @@ pub enum ErrorPolicy {
     DeadLetter,
 }
 
+/// Where keyed state lives (Flink's `state.backend.type`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackendKind {
+    /// Objects on the heap: fastest, bounded by memory.
+    #[default]
+    Hashmap,
+    /// RocksDB on local disk, one instance per operator subtask, incremental checkpoints.
+    Rocksdb,
+}
+
 /// Engine settings of one job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -35,6 +46,8 @@ pub struct EngineConfig {
     pub channel_capacity: usize,
     /// What happens to malformed input records.
     pub error_policy: ErrorPolicy,
+    /// Where keyed state lives.
+    pub state_backend: StateBackendKind,
 }
 
 impl Default for EngineConfig {
@@ -45,6 +58,7 @@ impl Default for EngineConfig {
             batch_size: 4096,
             channel_capacity: 4,
             error_policy: ErrorPolicy::Fail,
+            state_backend: StateBackendKind::Hashmap,
         }
     }
 }

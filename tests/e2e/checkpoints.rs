@@ -13,6 +13,7 @@ use strom::checkpoint::storage::{LoadedSnapshot, latest_checkpoint};
 use strom::checkpoint::store::{CheckpointStore, check_store_contract};
 use strom::connectors::two_phase::ExactlyOnceFileSink;
 use strom::runtime::{RunOptions, start_with};
+use strom_api::StateBackendKind;
 use strom_tests::eo::{Job, assert_same, build, checkpointing, committed, reference, temp_dir};
 use strom_tests::testbed::TestBed;
 use strom_tests::wait_until;
@@ -100,6 +101,7 @@ async fn exactly_once_job_in_s3_rides_out_the_server_stopping_mid_run() {
             rate: Some(16_000),
             chaos: None,
             slow_ms: 0,
+            backend: StateBackendKind::Hashmap,
         };
         let graph = build(&job, sink.clone());
         // Keep every checkpoint, so that the one from before the outage can be checked after it.

@@ -16,10 +16,11 @@ use strom::runtime::recovery::{JobStatus, RestartStrategy, run_with};
 use strom::runtime::{RestoreOptions, RunOptions, start_with};
 use strom::stream::StreamEnv;
 use strom::{EngineConfig, Error};
+use strom_api::StateBackendKind;
 use strom_tests::eo::{
     Chaos, Job, assert_same, build, checkpointing, committed, config, reference, temp_dir,
 };
-fn run_with_failures(name: &str, mode: Mode) {
+fn run_with_failures(name: &str, mode: Mode, backend: StateBackendKind) {
     let dir = temp_dir(name);
     let (bids, auctions) = (200_000, 12_000);
     let expected = reference(bids, auctions);
@@ -37,6 +38,7 @@ fn run_with_failures(name: &str, mode: Mode) {
         rate: Some(150_000),
         chaos: Some((before.clone(), after.clone())),
         slow_ms: if mode == Mode::Unaligned { 8 } else { 0 },
+        backend,
     };
     let graph = build(&job, sink.clone());
     let checkpoints: Arc<dyn CheckpointStore> = Arc::new(LocalStore::new(dir.join("checkpoints")));
@@ -72,7 +74,15 @@ fn run_with_failures(name: &str, mode: Mode) {
         !status.restored_from().is_empty(),
         "at least one restart restored a checkpoint"
     );
-    assert!(status.completed_checkpoints().len() >= 3);
+    let completed = status.completed_checkpoints();
+    assert!(completed.len() >= 3);
+    if backend == StateBackendKind::Rocksdb {
+        // RocksDB checkpoints are incremental: later ones reference files uploaded before.
+        assert!(
+            completed.iter().any(|c| c.full_size > c.bytes_written),
+            "{completed:?}"
+        );
+    }
     assert_same(&committed(&sink, output.as_ref()), &expected);
     // Nothing is left staged, and at most `retain` checkpoints are kept.
     assert!(output.list("results/_staging/").unwrap().is_empty());
@@ -88,13 +98,18 @@ fn run_with_failures(name: &str, mode: Mode) {
 
 #[test]
 fn failures_change_nothing_in_the_committed_output_with_memory_state() {
-    run_with_failures("memory", Mode::ExactlyOnce);
+    run_with_failures("memory", Mode::ExactlyOnce, StateBackendKind::Hashmap);
+}
+
+#[test]
+fn failures_change_nothing_in_the_committed_output_with_rocksdb_state() {
+    run_with_failures("rocksdb", Mode::ExactlyOnce, StateBackendKind::Rocksdb);
 }
 
 /// Unaligned checkpoints: in-flight records are part of the snapshot and replayed on restore.
 #[test]
 fn failures_change_nothing_with_unaligned_checkpoints() {
-    run_with_failures("unaligned", Mode::Unaligned);
+    run_with_failures("unaligned", Mode::Unaligned, StateBackendKind::Hashmap);
 }
 
 /// Runs `job` from `restore` (if any) until the bids source has produced `until` records, then
@@ -138,7 +153,18 @@ fn run_segment(
 
 #[test]
 fn stop_with_savepoint_at_4_then_restore_at_2_then_at_3_equals_an_uninterrupted_run() {
-    let dir = temp_dir("rescale");
+    rescale("rescale-memory", StateBackendKind::Hashmap);
+}
+
+/// The same with RocksDB: restores at another parallelism copy key-group ranges out of the
+/// savepoint's RocksDB files.
+#[test]
+fn rescaling_with_rocksdb_state_equals_an_uninterrupted_run() {
+    rescale("rescale-rocksdb", StateBackendKind::Rocksdb);
+}
+
+fn rescale(name: &str, backend: StateBackendKind) {
+    let dir = temp_dir(name);
     let (bids, auctions) = (150_000, 9_000);
     let expected = reference(bids, auctions);
     let output: Arc<dyn CheckpointStore> = Arc::new(LocalStore::new(dir.join("out")));
@@ -151,6 +177,7 @@ fn stop_with_savepoint_at_4_then_restore_at_2_then_at_3_equals_an_uninterrupted_
         rate: Some(100_000),
         chaos: None,
         slow_ms: 0,
+        backend,
     };
     let first = run_segment(
         &job(4),
@@ -204,6 +231,7 @@ fn restoring_state_of_a_removed_operator_needs_allow_non_restored_state() {
         rate: Some(50_000),
         chaos: None,
         slow_ms: 0,
+        backend: StateBackendKind::Hashmap,
     };
     let savepoint =
         run_segment(&job, &sink, &checkpoints, &dir.join("l"), None, Some(5_000)).unwrap();

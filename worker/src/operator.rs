@@ -26,6 +26,8 @@ pub struct SubtaskInfo {
     pub index: u32,
     pub parallelism: u32,
     pub max_parallelism: u32,
+    /// Where its keyed state lives.
+    pub state: crate::state::StateSettings,
 }
 
 impl SubtaskInfo {

@@ -31,7 +31,6 @@ use crate::plan::{
     TimeAttr,
 };
 use crate::row::Row;
-use crate::state::MemoryStateBackend;
 use crate::time::{TimeDomain, WatermarkStrategy, millis};
 
 pub(crate) struct Builder {
@@ -713,7 +712,7 @@ impl KeyedStream {
                     key.clone(),
                     bound.clone(),
                     out.clone(),
-                    MemoryStateBackend::new(info.max_parallelism),
+                    crate::state::Backend::for_subtask(info)?,
                 )) as Box<dyn Operator>)
             }),
         );
@@ -739,7 +738,7 @@ impl KeyedStream {
                     info.clone(),
                     key.clone(),
                     f.clone(),
-                    MemoryStateBackend::new(info.max_parallelism),
+                    crate::state::Backend::for_subtask(info)?,
                 )) as Box<dyn Operator>)
             }),
         );
@@ -882,7 +881,7 @@ impl WindowedStream {
                 Ok(Box::new(WindowOperator::new(
                     info.clone(),
                     spec.clone(),
-                    MemoryStateBackend::new(info.max_parallelism),
+                    crate::state::Backend::for_subtask(info)?,
                 )?) as Box<dyn Operator>)
             }),
         );

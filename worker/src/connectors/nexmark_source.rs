@@ -158,6 +158,7 @@ mod tests {
             index,
             parallelism,
             max_parallelism: 128,
+            state: Default::default(),
         };
         let mut s = factory(&info).unwrap();
         let mut ctx = SourceContext::new(info, batch, ErrorPolicy::Fail);

@@ -41,9 +41,7 @@ use crate::keys::{KeyRows, KeySpec};
 use crate::operator::{Operator, Output, SubtaskInfo};
 use crate::plan::{NodeKind, OperatorFactory, Partitioning};
 use crate::row;
-use crate::state::{
-    KeyedStateBackend, ListState, MapState, MemoryStateBackend, Namespace, ValueState,
-};
+use crate::state::{KeyedStateBackend, ListState, MapState, Namespace, ValueState};
 use crate::stream::{DataStream, KeyedStream};
 use crate::time::{MIN_WATERMARK, TimeDomain, Timestamp};
 use crate::timers::TimerService;
@@ -768,7 +766,7 @@ impl WindowJoin {
             Ok(Box::new(WindowJoinOperator::new(
                 info.clone(),
                 spec.clone(),
-                MemoryStateBackend::new(info.max_parallelism),
+                crate::state::Backend::for_subtask(info)?,
             )?) as Box<dyn Operator>)
         });
         add_join(
@@ -915,7 +913,7 @@ impl KeyedStream {
             Ok(Box::new(IntervalJoinOperator::new(
                 info.clone(),
                 spec.clone(),
-                MemoryStateBackend::new(info.max_parallelism),
+                crate::state::Backend::for_subtask(info)?,
             )?) as Box<dyn Operator>)
         });
         add_join(
@@ -972,6 +970,7 @@ mod tests {
             index: 0,
             parallelism: 1,
             max_parallelism: 128,
+            state: Default::default(),
         }
     }
 
@@ -1028,8 +1027,12 @@ mod tests {
             output: join_schema(&left_schema(), &right_schema()),
             late: LateCounter::new(),
         };
-        let mut op =
-            WindowJoinOperator::new(info(), spec.clone(), MemoryStateBackend::default()).unwrap();
+        let mut op = WindowJoinOperator::new(
+            info(),
+            spec.clone(),
+            crate::state::MemoryStateBackend::default(),
+        )
+        .unwrap();
         let mut out = Output::default();
         op.process(0, left(&[(1, 3, "x"), (1, 12, "y"), (2, 4, "z")]), &mut out)
             .unwrap();
@@ -1063,7 +1066,9 @@ mod tests {
             output: join_schema(&left_schema(), &right_schema()),
             late: LateCounter::new(),
         };
-        let mut op = WindowJoinOperator::new(info(), spec, MemoryStateBackend::default()).unwrap();
+        let mut op =
+            WindowJoinOperator::new(info(), spec, crate::state::MemoryStateBackend::default())
+                .unwrap();
         let mut out = Output::default();
         // Left at 0 and 10 are separate sessions until the right record at 5 bridges them.
         op.process(
@@ -1091,7 +1096,8 @@ mod tests {
             late: LateCounter::new(),
         };
         let mut op =
-            IntervalJoinOperator::new(info(), spec, MemoryStateBackend::default()).unwrap();
+            IntervalJoinOperator::new(info(), spec, crate::state::MemoryStateBackend::default())
+                .unwrap();
         let mut out = Output::default();
         op.process(1, right(&[(1, 8), (1, 13), (2, 10)]), &mut out)
             .unwrap();

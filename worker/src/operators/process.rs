@@ -24,8 +24,8 @@ use crate::operator::{Operator, Output, SubtaskInfo};
 use crate::plan::{NodeKind, Partitioning, TimeAttr};
 use crate::row::{self, Row};
 use crate::state::{
-    KeyedStateBackend, ListState, MapKey, MapState, MemoryStateBackend, Namespace, ReducingState,
-    StateValue, ValueState,
+    KeyedStateBackend, ListState, MapKey, MapState, Namespace, ReducingState, StateValue,
+    ValueState,
 };
 use crate::stream::{DataStream, KeyedStream};
 use crate::time::{
@@ -783,7 +783,7 @@ impl KeyedStream {
                     info.clone(),
                     spec.clone(),
                     function.clone(),
-                    MemoryStateBackend::new(info.max_parallelism),
+                    crate::state::Backend::for_subtask(info)?,
                 )?) as Box<dyn Operator>)
             }),
         );
@@ -878,7 +878,7 @@ impl ConnectedStreams {
                 info.clone(),
                 spec.clone(),
                 function.clone(),
-                MemoryStateBackend::new(info.max_parallelism),
+                crate::state::Backend::for_subtask(info)?,
             )?) as Box<dyn Operator>)
         });
         let node = env.add_node(
@@ -1013,6 +1013,7 @@ mod tests {
             index: 0,
             parallelism: 1,
             max_parallelism: 128,
+            state: Default::default(),
         }
     }
 
@@ -1031,7 +1032,7 @@ mod tests {
             info(),
             spec,
             CountThenEmit::default(),
-            MemoryStateBackend::default(),
+            crate::state::MemoryStateBackend::default(),
         )
         .unwrap();
         let mut out = Output::default();

@@ -324,6 +324,10 @@ pub fn start_physical(
             crate::time::now_millis()
         ))
     });
+    let state_settings = crate::state::StateSettings {
+        backend: config.state_backend,
+        dir: Some(local_dir.join("state")),
+    };
     let restore = match &options.restore {
         Some(r) => Some(Arc::new(Restore::new(graph, r, &local_dir)?)),
         None => None,
@@ -393,6 +397,7 @@ pub fn start_physical(
                     index,
                     parallelism: task.parallelism,
                     max_parallelism,
+                    state: state_settings.clone(),
                 };
                 let operator = match &node.kind {
                     NodeKind::Source { .. } => None,
@@ -462,6 +467,7 @@ pub fn start_physical(
                     index,
                     parallelism,
                     max_parallelism,
+                    state: state_settings.clone(),
                 };
                 let source = factory(&info)?;
                 let watermarks = match watermarks {

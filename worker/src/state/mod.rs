@@ -10,6 +10,7 @@
 //! Snapshots: a backend writes its entries by key group ([`KeyedStateBackend::snapshot`]) and loads
 //! the key groups it is given on restore, whatever parallelism wrote them.
 
+mod backend;
 mod memory;
 pub mod rocksdb;
 pub mod ttl;
@@ -20,8 +21,9 @@ use std::marker::PhantomData;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use memory::MemoryStateBackend;
 pub use self::rocksdb::RocksDbStateBackend;
+pub use backend::{Backend, StateSettings};
+pub use memory::MemoryStateBackend;
 
 use crate::checkpoint::state::{RestoredState, StateWriter};
 use crate::error::Result;

@@ -85,6 +85,9 @@ fn cf_name(name: &str) -> String {
     format!("s:{name}")
 }
 
+/// A raw key and value read from RocksDB.
+type KeyValue = (Box<[u8]>, Box<[u8]>);
+
 static INSTANCES: AtomicU64 = AtomicU64::new(0);
 
 /// Keyed state in a local RocksDB instance.
@@ -205,7 +208,7 @@ impl RocksDbStateBackend {
     }
 
     /// Every (db key, value) of `id` starting with `prefix`.
-    fn scan(&self, id: usize, prefix: &[u8]) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>> {
+    fn scan(&self, id: usize, prefix: &[u8]) -> Result<Vec<KeyValue>> {
         let cf = self.cf(id)?;
         let mut out = Vec::new();
         for item in self
@@ -641,9 +644,7 @@ mod tests {
     #[test]
     fn rocksdb_backend_semantics() {
         let dir = temp("semantics");
-        super::super::tests::check_semantics(
-            RocksDbStateBackend::open(&dir, 0..128, 128).unwrap(),
-        );
+        super::super::tests::check_semantics(RocksDbStateBackend::open(&dir, 0..128, 128).unwrap());
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -727,7 +728,12 @@ mod tests {
         same.restore(&r).unwrap();
         assert_eq!(read_all(&mut same), expected);
         let lists: ListState<String> = same.list_state("lists");
-        assert!(!same.list_get(&lists, b"key-1", &Namespace::Global).unwrap().is_empty());
+        assert!(
+            !same
+                .list_get(&lists, b"key-1", &Namespace::Global)
+                .unwrap()
+                .is_empty()
+        );
         // Split into three.
         let mut together = BTreeMap::new();
         for i in 0..3 {
@@ -741,7 +747,10 @@ mod tests {
             };
             part.restore(&restored).unwrap();
             let got = read_all(&mut part);
-            assert!(got.keys().all(|(k, _)| range.contains(&crate::keys::key_group(k, 128))));
+            assert!(
+                got.keys()
+                    .all(|(k, _)| range.contains(&crate::keys::key_group(k, 128)))
+            );
             together.extend(got);
             // And back: each part snapshotted, merged into one backend.
             snapshot_to(&mut part, 2, &dir.join(format!("dl-p{i}")));
