@@ -40,9 +40,37 @@ struct Args {
     /// Flink's state backend.
     #[arg(long, default_value = "heap")]
     flink_state: String,
+    /// Strom's state backend (hashmap or rocksdb).
+    #[arg(long, default_value = "hashmap")]
+    strom_state: String,
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "compare")]
+    mode: Mode,
+    /// Checkpoint interval of the checkpoint modes.
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_interval_ms: u64,
     /// The strom binary (default: next to this one).
     #[arg(long)]
     strom: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    /// Each job on Strom and on Flink, same input.
+    Compare,
+    /// Each job on Strom with checkpoints every --checkpoint-interval-ms against none.
+    CheckpointOverhead,
+    /// The running count (state growing with the input) on RocksDB with checkpoints: each
+    /// checkpoint's uploaded and total size.
+    Incremental,
+}
+
+#[derive(Debug, Deserialize)]
+struct Checkpoint {
+    id: u64,
+    bytes_written: u64,
+    full_size: u64,
+    duration_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +81,10 @@ struct RunResult {
     results: Option<u64>,
     checksum: Option<u64>,
     peak_rss_kib: u64,
+    #[serde(default)]
+    checkpoints: Vec<Checkpoint>,
+    #[serde(default)]
+    checkpoints_failed: u64,
 }
 
 fn run_json(command: &mut Command, what: &str) -> anyhow::Result<RunResult> {
@@ -89,6 +121,11 @@ fn main() -> anyhow::Result<()> {
         None => std::env::current_exe()?.with_file_name("strom"),
     };
     let flink = repo_root().join("bench/flink/run.sh");
+    match args.mode {
+        Mode::Compare => {}
+        Mode::CheckpointOverhead => return checkpoint_overhead(&args, &strom),
+        Mode::Incremental => return incremental(&args, &strom),
+    }
     println!(
         "{:<15} {:>11} {:>14} {:>14} {:>7} {:>11} {:>11} {:>9}",
         "job", "events", "strom ev/s", "flink ev/s", "ratio", "strom MiB", "flink MiB", "same"
@@ -114,6 +151,7 @@ fn main() -> anyhow::Result<()> {
         };
         let mut s = Command::new(&strom);
         s.args(["run", job, "--output", "checksum", "--json", "--quiet"]);
+        s.args(["--state-backend", &args.strom_state]);
         common(&mut s);
         let strom_result = run_json(&mut s, &format!("strom {job}"))?;
         let mut f = Command::new("bash");
@@ -149,11 +187,126 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "(parallelism {}; Flink 2.3 MiniCluster, {} state; events/s over the job's run excluding process and cluster start-up)",
-        args.parallelism, args.flink_state
+        "(parallelism {}; Strom {} state; Flink 2.3 MiniCluster, {} state; events/s over the job's run excluding process and cluster start-up)",
+        args.parallelism, args.strom_state, args.flink_state
     );
     if !mismatches.is_empty() {
         bail!("results differ:\n{}", mismatches.join("\n"));
     }
+    Ok(())
+}
+
+fn events_for(args: &Args, job: &str) -> u64 {
+    match job {
+        "windowed-count" => args.count_events,
+        "q5" | "q7" => args.windowed_events,
+        _ => args.stateless_events,
+    }
+}
+
+fn strom_run(
+    args: &Args,
+    strom: &Path,
+    job: &str,
+    checkpoint_dir: Option<&Path>,
+) -> anyhow::Result<RunResult> {
+    let mut s = Command::new(strom);
+    s.args(["run", job, "--output", "checksum", "--json", "--quiet"]);
+    s.args(["--state-backend", &args.strom_state]);
+    s.arg("--events").arg(events_for(args, job).to_string());
+    s.arg("--parallelism").arg(args.parallelism.to_string());
+    if job != "windowed-count" && job != "running-count" {
+        s.args(["--seed", "0", "--events-per-second"])
+            .arg(args.events_per_second.to_string());
+    }
+    if let Some(dir) = checkpoint_dir {
+        let _ = std::fs::remove_dir_all(dir);
+        s.arg("--checkpoint-dir").arg(dir);
+        s.arg("--checkpoint-interval-ms")
+            .arg(args.checkpoint_interval_ms.to_string());
+    }
+    run_json(&mut s, &format!("strom {job}"))
+}
+
+fn checkpoint_overhead(args: &Args, strom: &Path) -> anyhow::Result<()> {
+    println!(
+        "{:<15} {:>11} {:>16} {:>16} {:>7} {:>12} {:>6}",
+        "job", "events", "no ckpt ev/s", "ckpt ev/s", "ratio", "checkpoints", "same"
+    );
+    let dir = std::env::temp_dir().join(format!("strom-bench-ckpt-{}", std::process::id()));
+    for job in &args.jobs {
+        let plain = strom_run(args, strom, job, None)?;
+        let with = strom_run(args, strom, job, Some(&dir))?;
+        let same = plain.results == with.results && plain.checksum == with.checksum;
+        println!(
+            "{:<15} {:>11} {:>16.0} {:>16.0} {:>6.3}x {:>12} {:>6}",
+            job,
+            plain.events,
+            plain.events_per_sec,
+            with.events_per_sec,
+            with.events_per_sec / plain.events_per_sec,
+            with.checkpoints.len(),
+            if same { "yes" } else { "NO" }
+        );
+        if !same || with.checkpoints_failed > 0 {
+            bail!(
+                "{job}: results differ or checkpoints failed ({} failed)",
+                with.checkpoints_failed
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "(parallelism {}; Strom {} state; checkpoints every {} ms to a local directory, exactly-once, aligned)",
+        args.parallelism, args.strom_state, args.checkpoint_interval_ms
+    );
+    Ok(())
+}
+
+fn incremental(args: &Args, strom: &Path) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("strom-bench-incr-{}", std::process::id()));
+    let mut s = Command::new(strom);
+    s.args([
+        "run",
+        "running-count",
+        "--output",
+        "discard",
+        "--json",
+        "--quiet",
+    ]);
+    s.args(["--state-backend", "rocksdb", "--retain-checkpoints", "2"]);
+    s.arg("--events").arg(args.stateless_events.to_string());
+    s.arg("--parallelism").arg(args.parallelism.to_string());
+    s.arg("--checkpoint-dir").arg(&dir);
+    s.arg("--checkpoint-interval-ms")
+        .arg(args.checkpoint_interval_ms.to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    let result = run_json(&mut s, "strom running-count")?;
+    println!(
+        "{:>4} {:>14} {:>14} {:>9} {:>12}",
+        "id", "uploaded B", "total B", "share", "duration ms"
+    );
+    for c in &result.checkpoints {
+        println!(
+            "{:>4} {:>14} {:>14} {:>8.1}% {:>12}",
+            c.id,
+            c.bytes_written,
+            c.full_size,
+            100.0 * c.bytes_written as f64 / c.full_size.max(1) as f64,
+            c.duration_ms
+        );
+    }
+    let uploaded: u64 = result.checkpoints.iter().map(|c| c.bytes_written).sum();
+    let last = result.checkpoints.last().map_or(0, |c| c.full_size);
+    println!(
+        "({} events at {:.0} ev/s, RocksDB, parallelism {}, a checkpoint every {} ms; uploaded {} B in all for a final state of {} B; without incremental checkpoints every checkpoint would upload its total)",
+        result.events,
+        result.events_per_sec,
+        args.parallelism,
+        args.checkpoint_interval_ms,
+        uploaded,
+        last
+    );
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

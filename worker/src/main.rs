@@ -8,12 +8,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use strom::checkpoint::alignment::Mode;
+use strom::checkpoint::coordinator::CheckpointConfig;
+use strom::checkpoint::storage::SnapshotRef;
+use strom::checkpoint::store::{CheckpointStore, LocalStore};
 use strom::jobs::{self, JobArgs, JobOutput};
 use strom::plan::physical;
+use strom::runtime::checkpointing::CheckpointOptions;
 use strom::runtime::metrics::JobMetrics;
+use strom::runtime::{RestoreOptions, RunOptions};
 use strom::stream::StreamEnv;
 use strom::time::{MAX_WATERMARK, MIN_WATERMARK, Timestamp};
 use strom::{EngineConfig, ErrorPolicy};
+use strom_api::StateBackendKind;
 
 #[derive(Parser)]
 #[command(
@@ -77,15 +84,89 @@ struct RunArgs {
     /// No progress line.
     #[arg(long, short)]
     quiet: bool,
+    /// Where keyed state lives.
+    #[arg(long, value_enum, default_value = "hashmap")]
+    state_backend: StateBackendArg,
+    /// Take checkpoints into this local directory (enables checkpointing and exactly-once).
+    #[arg(long)]
+    checkpoint_dir: Option<std::path::PathBuf>,
+    /// Milliseconds between checkpoints (0: only the final checkpoint and savepoints).
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_interval_ms: u64,
+    /// How barriers are handled at operators with several inputs.
+    #[arg(long, value_enum, default_value = "exactly-once")]
+    checkpointing_mode: ModeArg,
+    /// Complete checkpoints kept.
+    #[arg(long, default_value_t = 3)]
+    retain_checkpoints: usize,
+    /// Restore from this checkpoint or savepoint directory (inside --checkpoint-dir, or a path
+    /// given as `<store root>:<dir>`).
+    #[arg(long)]
+    restore: Option<String>,
+    /// Drop restored state of operators the job no longer has.
+    #[arg(long)]
+    allow_non_restored_state: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StateBackendArg {
+    Hashmap,
+    Rocksdb,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    ExactlyOnce,
+    AtLeastOnce,
+    Unaligned,
 }
 
 impl RunArgs {
+    fn run_options(&self) -> anyhow::Result<RunOptions> {
+        let mut options = RunOptions::default();
+        if let Some(dir) = &self.checkpoint_dir {
+            let store: Arc<dyn CheckpointStore> = Arc::new(LocalStore::new(dir));
+            options.checkpoints = Some(CheckpointOptions {
+                config: CheckpointConfig {
+                    interval_ms: self.checkpoint_interval_ms,
+                    ..CheckpointConfig::default()
+                },
+                mode: match self.checkpointing_mode {
+                    ModeArg::ExactlyOnce => Mode::ExactlyOnce,
+                    ModeArg::AtLeastOnce => Mode::AtLeastOnce,
+                    ModeArg::Unaligned => Mode::Unaligned,
+                },
+                store,
+                retain: self.retain_checkpoints,
+            });
+            options.local_dir = Some(dir.join(".local"));
+        }
+        if let Some(restore) = &self.restore {
+            let (store, dir): (Arc<dyn CheckpointStore>, String) = match restore.split_once(':') {
+                Some((root, dir)) => (Arc::new(LocalStore::new(root)), dir.to_owned()),
+                None => match &self.checkpoint_dir {
+                    Some(root) => (Arc::new(LocalStore::new(root)), restore.clone()),
+                    None => bail!("--restore needs --checkpoint-dir or <store root>:<dir>"),
+                },
+            };
+            options.restore = Some(RestoreOptions {
+                snapshot: SnapshotRef { store, dir },
+                allow_non_restored_state: self.allow_non_restored_state,
+            });
+        }
+        Ok(options)
+    }
+
     fn env(&self, output: &JobOutput) -> anyhow::Result<StreamEnv> {
         let config = EngineConfig {
             parallelism: self.parallelism,
             max_parallelism: self.max_parallelism,
             batch_size: self.batch_size,
             error_policy: ErrorPolicy::Fail,
+            state_backend: match self.state_backend {
+                StateBackendArg::Hashmap => StateBackendKind::Hashmap,
+                StateBackendArg::Rocksdb => StateBackendKind::Rocksdb,
+            },
             ..EngineConfig::default()
         };
         config.validate().context("invalid engine configuration")?;
@@ -197,7 +278,8 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         eprint!("{}", physical::explain(&graph, &physical::plan(&graph)?));
     }
     let started = Instant::now();
-    let job = strom::runtime::start(&graph)?;
+    let job = strom::runtime::start_with(&graph, &args.run_options()?)?;
+    let checkpoints = job.checkpoints().clone();
     let metrics = Arc::clone(job.metrics());
     let sinks = job.sink_tasks().to_vec();
     let tty = std::io::stderr().is_terminal();
@@ -250,7 +332,17 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
             "checksum": checksum,
             "peak_rss_kib": peak_rss_kib(),
             "parallelism": args.parallelism,
-            "state": "memory",
+            "state": match args.state_backend {
+                StateBackendArg::Hashmap => "hashmap",
+                StateBackendArg::Rocksdb => "rocksdb",
+            },
+            "checkpoints": checkpoints.history().iter().map(|c| serde_json::json!({
+                "id": c.id,
+                "bytes_written": c.bytes_written,
+                "full_size": c.full_size,
+                "duration_ms": c.duration_ms,
+            })).collect::<Vec<_>>(),
+            "checkpoints_failed": checkpoints.failed(),
         });
         println!("{line}");
     }

@@ -34,6 +34,10 @@ pub const JOBS: &[(&str, &str)] = &[
         "windowed-count",
         "keyed 1 s tumbling event-time count over generated events with 1000 keys",
     ),
+    (
+        "running-count",
+        "running count per key over generated events whose keys are (almost) all new: keyed state that keeps growing",
+    ),
     ("q0", "Nexmark q0: every bid passed through"),
     ("q1", "Nexmark q1: bids with the price converted to euros"),
     (
@@ -85,6 +89,7 @@ pub enum JobOutput {
 pub fn checksum_for(job: &str) -> Result<ChecksumSink> {
     Ok(match canonical(job)? {
         "windowed-count" => ChecksumSink::new(&["key", "window_end", "n"], RowHash::WindowedCount),
+        "running-count" => ChecksumSink::new(&["key", "n"], RowHash::Fold),
         "q0" | "q1" => {
             ChecksumSink::new(&["auction", "bidder", "price", "date_time"], RowHash::Fold)
         }
@@ -115,6 +120,7 @@ fn canonical(job: &str) -> Result<&'static str> {
 pub fn build(env: &StreamEnv, name: &str, args: &JobArgs, output: &JobOutput) -> Result<()> {
     let result = match canonical(name)? {
         "windowed-count" => windowed_count(env, args),
+        "running-count" => running_count(env, args),
         "q0" => bids(env, args).name("q0"),
         "q1" => q1(env, args),
         "q2" => q2(env, args),
@@ -153,6 +159,18 @@ fn windowed_count(env: &StreamEnv, args: &JobArgs) -> DataStream {
     )
     .key_by(&["key"])
     .window(WindowAssigner::tumbling(Duration::from_secs(1)))
+    .aggregate(&[Agg::count("n")])
+}
+
+/// A running count per key with as many keys as events: every record adds state, so the state grows
+/// with the input while each checkpoint interval changes only what its records touched (the
+/// benchmark of incremental checkpoints).
+fn running_count(env: &StreamEnv, args: &JobArgs) -> DataStream {
+    env.from_source(
+        KeyedEvents::new(args.events).with_keys(args.events.max(1) * 1000),
+        None,
+    )
+    .key_by(&["key"])
     .aggregate(&[Agg::count("n")])
 }
 
