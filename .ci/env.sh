@@ -26,6 +26,10 @@ ensure_rust() {
   if ! cargo fmt --version >/dev/null 2>&1 && command -v rustup >/dev/null 2>&1; then
     rustup component add rustfmt clippy
   fi
+  # RocksDB: the worker links Debian's librocksdb (see .cargo/config.toml); bindgen needs libclang.
+  if [ ! -e /usr/lib/x86_64-linux-gnu/librocksdb.so ] || ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1; then
+    apt_install librocksdb-dev libclang-dev clang
+  fi
 }
 
 ensure_java() {

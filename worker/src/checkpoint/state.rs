@@ -72,10 +72,24 @@ impl SubtaskState {
     }
 }
 
+/// Work of a snapshot left for after the barrier: encoding a copy of the state, run by the
+/// checkpoint coordinator's thread before the upload (Flink's asynchronous snapshot part).
+pub type DeferredWrite = Box<dyn FnOnce(&mut StateWriter) -> Result<()> + Send>;
+
 /// Where an operator writes its snapshot.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct StateWriter {
     state: SubtaskState,
+    deferred: Vec<DeferredWrite>,
+}
+
+impl std::fmt::Debug for StateWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateWriter")
+            .field("state", &self.state)
+            .field("deferred", &self.deferred.len())
+            .finish()
+    }
 }
 
 impl StateWriter {
@@ -88,6 +102,28 @@ impl StateWriter {
             .entry(section.to_owned())
             .or_default()
             .extend_from_slice(bytes);
+    }
+
+    /// Sets section `section` of key group `key_group` to `bytes` (appends if it exists).
+    pub fn keyed_owned(&mut self, key_group: u32, section: &str, bytes: Vec<u8>) {
+        let slot = self
+            .state
+            .keyed
+            .entry(key_group)
+            .or_default()
+            .entry(section.to_owned())
+            .or_default();
+        if slot.is_empty() {
+            *slot = bytes;
+        } else {
+            slot.extend_from_slice(&bytes);
+        }
+    }
+
+    /// Leaves work for after the barrier (see [`DeferredWrite`]): the operator has copied what it
+    /// needs, and the pipeline goes on while the copy is encoded.
+    pub fn defer(&mut self, work: DeferredWrite) {
+        self.deferred.push(work);
     }
 
     /// Adds one entry to operator list state `name`.
@@ -104,10 +140,51 @@ impl StateWriter {
         self.state.files.push(set);
     }
 
-    /// The snapshot written.
+    /// The snapshot written, running deferred work now.
     pub fn finish(self) -> SubtaskState {
-        self.state
+        let (mut state, deferred) = self.split();
+        if let Err(e) = complete(&mut state, deferred) {
+            tracing::error!(error = %e, "deferred snapshot work failed");
+        }
+        state
     }
+
+    /// The snapshot written so far and the work deferred.
+    pub fn split(self) -> (SubtaskState, Vec<DeferredWrite>) {
+        (self.state, self.deferred)
+    }
+}
+
+/// Runs deferred snapshot work into `state`.
+pub fn complete(state: &mut SubtaskState, deferred: Vec<DeferredWrite>) -> Result<()> {
+    for work in deferred {
+        let mut w = StateWriter::default();
+        work(&mut w)?;
+        let (more, nested) = w.split();
+        complete_into(state, more);
+        if !nested.is_empty() {
+            complete(state, nested)?;
+        }
+    }
+    Ok(())
+}
+
+fn complete_into(state: &mut SubtaskState, more: SubtaskState) {
+    for (kg, sections) in more.keyed {
+        let into = state.keyed.entry(kg).or_default();
+        for (name, bytes) in sections {
+            let slot = into.entry(name).or_default();
+            if slot.is_empty() {
+                *slot = bytes;
+            } else {
+                slot.extend_from_slice(&bytes);
+            }
+        }
+    }
+    for (name, entries) in more.lists {
+        state.lists.entry(name).or_default().extend(entries);
+    }
+    state.files.extend(more.files);
 }
 
 /// What one subtask restores from: its key groups' sections, its share of the list entries, and the
@@ -199,9 +276,14 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
 /// Appends one length-prefixed record to a section (sections are concatenations of records, so that
 /// key groups from several old subtasks can be merged by appending).
 pub fn push_record<T: Serialize + ?Sized>(section: &mut Vec<u8>, value: &T) -> Result<()> {
-    let bytes = encode(value)?;
-    section.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    section.extend_from_slice(&bytes);
+    let at = section.len();
+    section.extend_from_slice(&[0; 4]);
+    let buf = std::mem::take(section);
+    let mut buf = postcard::to_extend(value, buf)
+        .map_err(|e| Error::State(format!("encoding state: {e}")))?;
+    let len = (buf.len() - at - 4) as u32;
+    buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    *section = buf;
     Ok(())
 }
 

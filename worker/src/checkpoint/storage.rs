@@ -86,13 +86,24 @@ pub fn savepoint_dir(id: u64) -> String {
     format!("{SAVEPOINTS}/savepoint-{id:010}")
 }
 
-/// One subtask's state as acknowledged: the operator's uid, its parallelism, and the state.
-#[derive(Debug, Clone)]
+/// One subtask's state as acknowledged: the operator's uid, its parallelism, and the state (with
+/// the encoding work its snapshot deferred, run here before the upload).
 pub struct AckedState {
     pub uid: String,
     pub subtask: u32,
     pub parallelism: u32,
     pub state: SubtaskState,
+    pub deferred: Vec<super::state::DeferredWrite>,
+}
+
+impl std::fmt::Debug for AckedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AckedState")
+            .field("uid", &self.uid)
+            .field("subtask", &self.subtask)
+            .field("deferred", &self.deferred.len())
+            .finish()
+    }
 }
 
 /// Writes snapshots of one job and remembers which shared files are already in the store.
@@ -141,6 +152,7 @@ impl SnapshotWriter {
         let mut bytes_written = 0u64;
         let mut full_size = 0u64;
         for mut acked in states {
+            super::state::complete(&mut acked.state, std::mem::take(&mut acked.deferred))?;
             let op = match operators.iter().position(|o| o.uid == acked.uid) {
                 Some(i) => i,
                 None => {

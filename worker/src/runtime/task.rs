@@ -267,11 +267,13 @@ impl Chain {
                     }
                 }
             }
+            let (state, deferred) = writer.split();
             states.push(AckedState {
                 uid: node.uid.clone(),
                 subtask: self.index,
                 parallelism: self.parallelism,
-                state: writer.finish(),
+                state,
+                deferred,
             });
         }
         Ok(states)

@@ -24,6 +24,7 @@ struct Registered {
     table: Box<dyn Any + Send>,
     entries: fn(&dyn Any) -> usize,
     snapshot: fn(&dyn Any, &str, u32, &mut StateWriter) -> Result<()>,
+    copy: fn(&dyn Any) -> Option<Box<dyn Any + Send>>,
     restore: fn(&mut dyn Any, &[u8]) -> Result<()>,
 }
 
@@ -75,9 +76,16 @@ fn snapshot_table<T: Serialize + 'static>(
         }
     }
     for (kg, bytes) in by_group {
-        out.keyed(kg, &section, &bytes);
+        out.keyed_owned(kg, &section, bytes);
     }
     Ok(())
+}
+
+/// A copy of a table, taken at the barrier; encoded later, off the task thread.
+fn copy_table<T: Clone + Send + 'static>(table: &dyn Any) -> Option<Box<dyn Any + Send>> {
+    table
+        .downcast_ref::<Table<T>>()
+        .map(|t| Box::new(t.clone()) as Box<dyn Any + Send>)
 }
 
 /// Loads records written by [`snapshot_table`].
@@ -102,7 +110,10 @@ impl MemoryStateBackend {
         }
     }
 
-    fn register<T: Send + Serialize + DeserializeOwned + 'static>(&mut self, name: &str) -> usize {
+    fn register<T: Clone + Send + Serialize + DeserializeOwned + 'static>(
+        &mut self,
+        name: &str,
+    ) -> usize {
         if let Some(i) = self.states.iter().position(|s| s.name == name) {
             return i;
         }
@@ -111,6 +122,7 @@ impl MemoryStateBackend {
             table: Box::new(Table::<T>::new()),
             entries: count_entries::<T>,
             snapshot: snapshot_table::<T>,
+            copy: copy_table::<T>,
             restore: restore_table::<T>,
         };
         if let Some(section) = self.pending.remove(&section_name(name)) {
@@ -389,8 +401,17 @@ impl KeyedStateBackend for MemoryStateBackend {
     }
 
     fn snapshot(&mut self, _checkpoint_id: u64, out: &mut StateWriter) -> Result<()> {
+        // The barrier's synchronous part is a copy of each table; encoding it by key group happens
+        // on the checkpoint coordinator's thread (Flink's asynchronous heap snapshots).
         for s in &self.states {
-            (s.snapshot)(s.table.as_ref(), &s.name, self.max_parallelism, out)?;
+            if (s.entries)(s.table.as_ref()) == 0 {
+                continue;
+            }
+            let Some(copy) = (s.copy)(s.table.as_ref()) else {
+                continue;
+            };
+            let (encode, name, max) = (s.snapshot, s.name.clone(), self.max_parallelism);
+            out.defer(Box::new(move |w| encode(copy.as_ref(), &name, max, w)));
         }
         // Restored sections of states this job has not registered (yet) are carried over, so that a
         // state registered lazily, or by a later version of the job, keeps its contents.
