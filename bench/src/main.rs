@@ -298,6 +298,7 @@ fn incremental(args: &Args, strom: &Path) -> anyhow::Result<()> {
     }
     let uploaded: u64 = result.checkpoints.iter().map(|c| c.bytes_written).sum();
     let last = result.checkpoints.last().map_or(0, |c| c.full_size);
+    let full: u64 = result.checkpoints.iter().map(|c| c.full_size).sum();
     println!(
         "({} events at {:.0} ev/s, RocksDB, parallelism {}, a checkpoint every {} ms; uploaded {} B in all for a final state of {} B; without incremental checkpoints every checkpoint would upload its total)",
         result.events,

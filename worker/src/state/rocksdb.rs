@@ -69,6 +69,16 @@ fn cf_options() -> Options {
     let mut o = Options::default();
     o.set_merge_operator_associative("strom-list-concat", concat);
     o.set_write_buffer_size(16 << 20);
+    // Size-tiered (universal) compaction rewrites far less than leveled compaction when keys are
+    // spread evenly (hashed keys always overlap every file of the next level), and every byte a
+    // compaction writes is a byte the next incremental checkpoint uploads.
+    o.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
+    let mut universal = rocksdb::UniversalCompactOptions::default();
+    universal.set_size_ratio(20);
+    universal.set_min_merge_width(4);
+    universal.set_max_size_amplification_percent(400);
+    o.set_universal_compaction_options(&universal);
+    o.set_level_zero_file_num_compaction_trigger(8);
     o
 }
 
