@@ -14,8 +14,9 @@ use strom::checkpoint::storage::SnapshotRef;
 use strom::checkpoint::store::{CheckpointStore, LocalStore};
 use strom::jobs::{self, JobArgs, JobOutput};
 use strom::plan::physical;
-use strom::runtime::checkpointing::CheckpointOptions;
+use strom::runtime::checkpointing::{CheckpointOptions, CheckpointStats};
 use strom::runtime::metrics::JobMetrics;
+use strom::runtime::recovery::{JobStatus, RestartStrategy, run_with};
 use strom::runtime::{RestoreOptions, RunOptions};
 use strom::stream::StreamEnv;
 use strom::time::{MAX_WATERMARK, MIN_WATERMARK, Timestamp};
@@ -106,6 +107,12 @@ struct RunArgs {
     /// Drop restored state of operators the job no longer has.
     #[arg(long)]
     allow_non_restored_state: bool,
+    /// Restart a failed job from its latest checkpoint up to this many times (fixed delay).
+    #[arg(long, default_value_t = 0)]
+    restart_attempts: u32,
+    /// Milliseconds between a failure and the restart.
+    #[arg(long, default_value_t = 1000)]
+    restart_delay_ms: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -278,27 +285,46 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         eprint!("{}", physical::explain(&graph, &physical::plan(&graph)?));
     }
     let started = Instant::now();
-    let job = strom::runtime::start_with(&graph, &args.run_options()?)?;
-    let checkpoints = job.checkpoints().clone();
-    let metrics = Arc::clone(job.metrics());
-    let sinks = job.sink_tasks().to_vec();
+    let status = Arc::new(JobStatus::default());
+    let strategy = if args.restart_attempts > 0 {
+        RestartStrategy::FixedDelay {
+            attempts: args.restart_attempts,
+            delay_ms: args.restart_delay_ms,
+        }
+    } else {
+        RestartStrategy::None
+    };
     let tty = std::io::stderr().is_terminal();
     let mut last = (0u64, started);
     let mut ticks = 0u32;
-    while !job.is_finished() {
-        std::thread::sleep(Duration::from_millis(100));
-        ticks += 1;
-        if !args.quiet && ticks.is_multiple_of(10) {
-            let line = progress_line(&metrics, &sinks, started, &mut last);
-            if tty {
-                eprint!("\r{line}");
-            } else {
-                eprintln!("{line}");
+    let mut watched: Option<(Arc<JobMetrics>, Arc<CheckpointStats>)> = None;
+    let result = run_with(&graph, &args.run_options()?, strategy, &status, |job| {
+        let metrics = Arc::clone(job.metrics());
+        let sinks = job.sink_tasks().to_vec();
+        while !job.is_finished() {
+            std::thread::sleep(Duration::from_millis(100));
+            ticks += 1;
+            if !args.quiet && ticks.is_multiple_of(10) {
+                let line = progress_line(&metrics, &sinks, started, &mut last);
+                if tty {
+                    eprint!("\r{line}");
+                } else {
+                    eprintln!("{line}");
+                }
+                let _ = std::io::stderr().flush();
             }
-            let _ = std::io::stderr().flush();
         }
+        watched = Some((metrics, job.checkpoints().clone()));
+    });
+    if status.restarts() > 0 && !args.quiet {
+        eprintln!(
+            "restarted {} times from the latest checkpoint; last failure: {}",
+            status.restarts(),
+            status.last_failure().unwrap_or_default()
+        );
     }
-    job.join()?;
+    result?;
+    let (metrics, checkpoints) = watched.context("the job never started")?;
     let seconds = started.elapsed().as_secs_f64();
     let records = metrics.source_records();
     if !args.quiet {
@@ -343,6 +369,8 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
                 "duration_ms": c.duration_ms,
             })).collect::<Vec<_>>(),
             "checkpoints_failed": checkpoints.failed(),
+            "restarts": status.restarts(),
+            "last_failure": status.last_failure(),
         });
         println!("{line}");
     }
