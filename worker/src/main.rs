@@ -374,7 +374,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         });
         println!("{line}");
     }
-    if records == 0 && args.events > 0 {
+    if records == 0 && args.events > 0 && args.restore.is_none() {
         bail!("the job read no input");
     }
     Ok(())
