@@ -274,3 +274,114 @@ fn restoring_state_of_a_removed_operator_needs_allow_non_restored_state() {
     assert!(error.to_string().contains("maxParallelism 128"), "{error}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The generated keyed events (datagen) resume from their positions too: stopped with a savepoint
+/// at parallelism 2 and restored at 3, a windowed count equals the one computed from the events.
+#[test]
+fn datagen_positions_restore_at_another_parallelism() {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+    use strom::connectors::datagen::KeyedEvents;
+    use strom::operators::aggregate::Agg;
+    use strom::operators::window::WindowAssigner;
+    use strom::time::WatermarkStrategy;
+
+    let dir = temp_dir("datagen");
+    let events = 600_000;
+    let output: Arc<dyn CheckpointStore> = Arc::new(LocalStore::new(dir.join("out")));
+    let sink = ExactlyOnceFileSink::new(output.clone(), "counts");
+    let checkpoints: Arc<dyn CheckpointStore> = Arc::new(LocalStore::new(dir.join("ckpt")));
+    let graph = |parallelism| {
+        let env = StreamEnv::new(
+            "datagen",
+            EngineConfig {
+                parallelism,
+                batch_size: 1000,
+                ..EngineConfig::default()
+            },
+        );
+        let source = env
+            .from_source(
+                KeyedEvents::new(events),
+                Some(WatermarkStrategy::ascending("ts")),
+            )
+            .uid("events");
+        let schema = source.schema().clone();
+        source
+            .map_batches("slow", schema, |b| {
+                std::thread::sleep(Duration::from_millis(2));
+                Ok(b)
+            })
+            .key_by(&["key"])
+            .window(WindowAssigner::tumbling(Duration::from_secs(1)))
+            .aggregate(&[Agg::count("n")])
+            .uid("count")
+            .sink(sink.clone())
+            .uid("sink");
+        env.build().unwrap()
+    };
+    let options = |restore: Option<strom::checkpoint::storage::SnapshotRef>| RunOptions {
+        checkpoints: Some(strom_tests::eo::checkpointing(
+            checkpoints.clone(),
+            0,
+            Mode::ExactlyOnce,
+        )),
+        restore: restore.map(|snapshot| RestoreOptions {
+            snapshot,
+            allow_non_restored_state: false,
+        }),
+        local_dir: Some(dir.join("local")),
+    };
+    let first = start_with(&graph(2), &options(None)).unwrap();
+    strom_tests::wait_until("the events source to make progress", 120, || {
+        let produced: u64 = first
+            .metrics()
+            .tasks
+            .iter()
+            .filter(|t| t.is_source)
+            .map(|t| t.records_in())
+            .sum();
+        (produced >= events / 3).then_some(())
+    });
+    let savepoint = first.stop_with_savepoint().unwrap();
+    first.join().unwrap();
+    start_with(&graph(3), &options(Some(savepoint)))
+        .unwrap()
+        .join()
+        .unwrap();
+
+    let batch = KeyedEvents::new(events).batch(0..events).unwrap();
+    let keys = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap();
+    let ts = batch
+        .column(1)
+        .as_any()
+        .downcast_ref::<arrow::array::TimestampMillisecondArray>()
+        .unwrap();
+    let mut expected: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+    for i in 0..batch.num_rows() {
+        let end = ts.value(i).div_euclid(1000) * 1000 + 1000;
+        *expected.entry((keys.value(i), end)).or_insert(0) += 1;
+    }
+    let mut actual: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+    for key in sink.committed().unwrap() {
+        let bytes = output.get(&key).unwrap().unwrap();
+        for line in String::from_utf8(bytes).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let row = (
+                v["key"].as_i64().unwrap(),
+                v["window_end"].as_i64().unwrap(),
+            );
+            assert!(
+                actual.insert(row, v["n"].as_i64().unwrap()).is_none(),
+                "{row:?} twice"
+            );
+        }
+    }
+    assert_eq!(actual.len(), expected.len());
+    assert!(actual == expected, "counts differ from the events");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -20,6 +20,7 @@ use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 use super::SourceBuilder;
 use super::interleaved;
+use crate::checkpoint::state::{RestoredState, StateWriter, decode, encode};
 use crate::error::{Error, Result};
 use crate::operator::{Source, SourceContext, SourcePoll};
 use crate::plan::SourceFactory;
@@ -531,27 +532,69 @@ impl SourceBuilder for KeyedEvents {
         Arc::new(move |info| {
             Ok(Box::new(KeyedEventsSubtask {
                 spec: self,
-                range: self.range(info.index, info.parallelism),
+                ranges: vec![(info.index, self.range(info.index, info.parallelism))],
             }) as Box<dyn Source>)
         })
     }
 }
 
+/// A subtask of [`KeyedEvents`]: the ranges of event indices it has still to produce, each a split
+/// `(id, range)`. At the first start it has one; a restore at another parallelism hands the
+/// remaining ranges of the old subtasks out round-robin, and a subtask with several reads the one
+/// furthest behind first (event time grows with the index), with a watermark per split.
 struct KeyedEventsSubtask {
     spec: KeyedEvents,
-    range: Range<u64>,
+    ranges: Vec<(u32, Range<u64>)>,
 }
+
+const RANGES: &str = "ranges";
 
 impl Source for KeyedEventsSubtask {
     fn poll(&mut self, ctx: &mut SourceContext) -> Result<SourcePoll> {
-        if self.range.is_empty() {
+        let several = self.ranges.len() > 1;
+        let Some((id, range)) = self
+            .ranges
+            .iter_mut()
+            .filter(|(_, r)| !r.is_empty())
+            .min_by_key(|(_, r)| r.start)
+        else {
             return Ok(SourcePoll::Finished);
+        };
+        let len = (range.end - range.start).min(ctx.batch_size.max(1) as u64);
+        let end = range.start + len;
+        let batch = self.spec.batch(range.start..end)?;
+        range.start = end;
+        Ok(if several {
+            SourcePoll::SplitData(*id, batch)
+        } else {
+            SourcePoll::Data(batch)
+        })
+    }
+
+    fn snapshot(&mut self, out: &mut StateWriter) -> Result<()> {
+        for (id, range) in &self.ranges {
+            out.list_entry(RANGES, encode(&(*id, range.start, range.end))?);
         }
-        let len = (self.range.end - self.range.start).min(ctx.batch_size.max(1) as u64);
-        let end = self.range.start + len;
-        let batch = self.spec.batch(self.range.start..end)?;
-        self.range.start = end;
-        Ok(SourcePoll::Data(batch))
+        Ok(())
+    }
+
+    fn restore(&mut self, state: &RestoredState) -> Result<()> {
+        self.ranges = state
+            .list(RANGES)
+            .iter()
+            .map(|bytes| decode::<(u32, u64, u64)>(bytes).map(|(id, a, b)| (id, a..b)))
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
+
+    fn open_splits(&self) -> Option<Vec<u32>> {
+        (self.ranges.len() > 1).then(|| {
+            self.ranges
+                .iter()
+                .filter(|(_, r)| !r.is_empty())
+                .map(|(id, _)| *id)
+                .collect()
+        })
     }
 }
 
