@@ -166,17 +166,7 @@ impl<S> Coordinator<S> {
     pub fn poll(&mut self, now_ms: u64) -> Vec<Event<S>> {
         let mut events = self.expire(now_ms);
         if self.pending.len() < self.max_concurrent() && now_ms >= self.earliest_trigger_ms() {
-            let id = self.next_id;
-            self.next_id += 1;
-            self.last_trigger_ms = Some(now_ms);
-            self.pending.insert(
-                id,
-                Pending {
-                    started_ms: now_ms,
-                    waiting: (0..self.tasks).collect(),
-                    acked: BTreeMap::new(),
-                },
-            );
+            let id = self.force_trigger(now_ms);
             events.push(Event::Trigger {
                 id,
                 timestamp_ms: now_ms,
