@@ -4,6 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod job;
+pub use job::{CheckpointMode, CheckpointSpec, JobSpec, JobSpecError, OutputSpec, RestartSpec};
+
 /// The largest `max_parallelism` a job may use (Flink's limit: 2^15 key groups).
 pub const UPPER_BOUND_MAX_PARALLELISM: u32 = 1 << 15;
 

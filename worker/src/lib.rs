@@ -9,6 +9,7 @@
 //! This crate never talks to the Kubernetes API; it shares only `strom-api` with the operator.
 
 pub mod checkpoint;
+pub mod cluster;
 pub mod connectors;
 pub mod error;
 pub mod jobs;

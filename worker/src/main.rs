@@ -12,6 +12,7 @@ use strom::checkpoint::alignment::Mode;
 use strom::checkpoint::coordinator::CheckpointConfig;
 use strom::checkpoint::storage::SnapshotRef;
 use strom::checkpoint::store::{CheckpointStore, LocalStore};
+use strom::cluster::config::{JobManagerConfig, TaskManagerConfig};
 use strom::jobs::{self, JobArgs, JobOutput};
 use strom::plan::physical;
 use strom::runtime::checkpointing::{CheckpointOptions, CheckpointStats};
@@ -36,12 +37,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs a built-in job on the embedded runtime, showing its progress.
+    /// Runs a built-in job on the embedded runtime (the `local` role: JobManager and TaskManagers
+    /// in this process), showing its progress.
+    #[command(alias = "local")]
     Run(RunArgs),
+    /// The JobManager role: schedules jobs into TaskManager slots, coordinates checkpoints,
+    /// serves the REST API.
+    Jobmanager(RoleArgs),
+    /// The TaskManager role: offers slots to the JobManager and runs the tasks deployed to it.
+    Taskmanager(RoleArgs),
     /// Lists the built-in jobs.
     Jobs,
     /// Prints a job's physical plan.
     Explain(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RoleArgs {
+    /// YAML configuration file; `STROM_*` environment variables override what it sets.
+    #[arg(long, short)]
+    config: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -182,6 +197,7 @@ impl RunArgs {
             events: self.events,
             seed: self.seed,
             events_per_second: self.events_per_second,
+            rate_limit: None,
         };
         jobs::build(&env, &self.job, &args, output)?;
         Ok(env)
@@ -189,11 +205,30 @@ impl RunArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The cluster roles are services: they log what they do unless told otherwise.
+    let default_filter = match cli.command {
+        Command::Jobmanager(_) | Command::Taskmanager(_) => "info",
+        _ => "error",
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match cli.command {
+        Command::Jobmanager(role) => {
+            let config = JobManagerConfig::load(role.config.as_deref())?;
+            service_runtime()?.block_on(strom::cluster::jobmanager::run(config))?;
+            Ok(())
+        }
+        Command::Taskmanager(role) => {
+            let config = TaskManagerConfig::load(role.config.as_deref())?;
+            service_runtime()?.block_on(strom::cluster::taskmanager::run(config))?;
+            Ok(())
+        }
         Command::Jobs => {
             for (name, about) in jobs::JOBS {
                 println!("{name:<16} {about}");
@@ -207,6 +242,14 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => run(&args),
     }
+}
+
+fn service_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn format_watermark(w: Timestamp) -> String {

@@ -106,6 +106,94 @@ impl std::fmt::Debug for AckedState {
     }
 }
 
+/// A subtask's acknowledged state: still to be uploaded, or uploaded where it ran.
+#[derive(Debug)]
+pub enum Acked {
+    Pending(AckedState),
+    Uploaded(UploadedState),
+}
+
+/// One subtask's state after its upload: what the snapshot's metadata records of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadedState {
+    pub uid: String,
+    pub subtask: u32,
+    pub parallelism: u32,
+    /// The state object's key, relative to the snapshot's directory.
+    pub key: String,
+    pub bytes_written: u64,
+    pub full_size: u64,
+    /// Shared objects (keys relative to the root) it references.
+    pub shared: Vec<String>,
+}
+
+/// The state object of `uid`'s subtask, relative to a snapshot's directory.
+fn state_key(uid: &str, subtask: u32) -> String {
+    let uid: String = uid
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("state/{uid}-{subtask}")
+}
+
+/// Uploads one subtask's state (see [`SnapshotWriter::upload`]); `uploaded` remembers shared files
+/// already in the store.
+pub fn upload_state(
+    store: &dyn CheckpointStore,
+    uploaded: &mut HashSet<String>,
+    dir: &str,
+    kind: SnapshotKind,
+    mut acked: AckedState,
+) -> Result<UploadedState> {
+    super::state::complete(&mut acked.state, std::mem::take(&mut acked.deferred))?;
+    let mut shared = Vec::new();
+    let mut bytes_written = 0u64;
+    let mut full_size = 0u64;
+    for set in &mut acked.state.files {
+        for file in &mut set.files {
+            let local = std::path::PathBuf::from(&file.location);
+            full_size += file.size;
+            let key = if file.shared && kind == SnapshotKind::Checkpoint {
+                let key = format!("{SHARED}{}/{}", set.instance, file.name);
+                if !uploaded.contains(&key) {
+                    store.put_file(&key, &local)?;
+                    bytes_written += file.size;
+                    uploaded.insert(key.clone());
+                }
+                shared.push(key.clone());
+                key
+            } else {
+                let relative = format!("files/{}/{}", set.instance, file.name);
+                store.put_file(&join(dir, &relative), &local)?;
+                bytes_written += file.size;
+                relative
+            };
+            file.location = key;
+        }
+    }
+    let key = state_key(&acked.uid, acked.subtask);
+    let bytes = encode(&acked.state)?;
+    bytes_written += bytes.len() as u64;
+    full_size += bytes.len() as u64;
+    store.put(&join(dir, &key), &bytes)?;
+    Ok(UploadedState {
+        uid: acked.uid,
+        subtask: acked.subtask,
+        parallelism: acked.parallelism,
+        key,
+        bytes_written,
+        full_size,
+        shared,
+    })
+}
+
 /// Writes snapshots of one job and remembers which shared files are already in the store.
 #[derive(Debug)]
 pub struct SnapshotWriter {
@@ -137,62 +225,54 @@ impl SnapshotWriter {
         &self.store
     }
 
+    /// Uploads one subtask's state into snapshot `dir` (its files, shared ones once, then the
+    /// state object) and returns what the metadata records of it. Runs where the state is: on the
+    /// coordinator thread in the embedded runtime, on the TaskManager in a cluster.
+    pub fn upload(
+        &mut self,
+        dir: &str,
+        kind: SnapshotKind,
+        acked: AckedState,
+    ) -> Result<UploadedState> {
+        upload_state(self.store.as_ref(), &mut self.uploaded, dir, kind, acked)
+    }
+
     /// Writes a complete snapshot into `dir`, metadata last. Checkpoints upload each shared file
     /// once (later checkpoints reference it); savepoints copy every file into their own directory.
+    /// States already uploaded (by TaskManagers) are only recorded.
     pub fn write(
         &mut self,
         dir: &str,
         id: u64,
         kind: SnapshotKind,
         timestamp_ms: u64,
-        states: Vec<AckedState>,
+        states: Vec<Acked>,
     ) -> Result<Metadata> {
         let mut operators: Vec<OperatorMeta> = Vec::new();
         let mut shared = BTreeSet::new();
         let mut bytes_written = 0u64;
         let mut full_size = 0u64;
-        for mut acked in states {
-            super::state::complete(&mut acked.state, std::mem::take(&mut acked.deferred))?;
-            let op = match operators.iter().position(|o| o.uid == acked.uid) {
+        for acked in states {
+            let up = match acked {
+                Acked::Pending(a) => self.upload(dir, kind, a)?,
+                Acked::Uploaded(u) => u,
+            };
+            let op = match operators.iter().position(|o| o.uid == up.uid) {
                 Some(i) => i,
                 None => {
                     operators.push(OperatorMeta {
-                        uid: acked.uid.clone(),
-                        parallelism: acked.parallelism,
-                        subtasks: vec![String::new(); acked.parallelism as usize],
+                        uid: up.uid.clone(),
+                        parallelism: up.parallelism,
+                        subtasks: vec![String::new(); up.parallelism as usize],
                     });
                     operators.len() - 1
                 }
             };
-            for set in &mut acked.state.files {
-                for file in &mut set.files {
-                    let local = std::path::PathBuf::from(&file.location);
-                    full_size += file.size;
-                    let key = if file.shared && kind == SnapshotKind::Checkpoint {
-                        let key = format!("{SHARED}{}/{}", set.instance, file.name);
-                        if !self.uploaded.contains(&key) {
-                            self.store.put_file(&key, &local)?;
-                            bytes_written += file.size;
-                            self.uploaded.insert(key.clone());
-                        }
-                        shared.insert(key.clone());
-                        key
-                    } else {
-                        let relative = format!("files/{}/{}", set.instance, file.name);
-                        self.store.put_file(&join(dir, &relative), &local)?;
-                        bytes_written += file.size;
-                        relative
-                    };
-                    file.location = key;
-                }
-            }
-            let relative = format!("state/{op}-{}", acked.subtask);
-            let bytes = encode(&acked.state)?;
-            bytes_written += bytes.len() as u64;
-            full_size += bytes.len() as u64;
-            self.store.put(&join(dir, &relative), &bytes)?;
-            if let Some(slot) = operators[op].subtasks.get_mut(acked.subtask as usize) {
-                *slot = relative;
+            bytes_written += up.bytes_written;
+            full_size += up.full_size;
+            shared.extend(up.shared);
+            if let Some(slot) = operators[op].subtasks.get_mut(up.subtask as usize) {
+                *slot = up.key;
             }
         }
         let metadata = Metadata {
@@ -250,17 +330,22 @@ impl SnapshotWriter {
                 referenced.extend(meta.shared);
             }
         }
+        // Only shared files that a dropped checkpoint referenced may go: a file no metadata
+        // references yet may belong to a checkpoint whose states are being uploaded right now
+        // (by TaskManagers, while this runs).
+        let mut dropped: BTreeSet<String> = BTreeSet::new();
         for dir in dirs.iter().filter(|d| !keep.contains(*d) && **d < newest) {
+            if let Ok(Some(meta)) = read_metadata(self.store.as_ref(), dir) {
+                dropped.extend(meta.shared);
+            }
             self.store.delete(&join(dir, METADATA))?;
             for key in all.iter().filter(|k| k.starts_with(&format!("{dir}/"))) {
                 self.store.delete(key)?;
             }
         }
-        for key in self.store.list(SHARED)? {
-            if !referenced.contains(&key) {
-                self.store.delete(&key)?;
-                self.uploaded.remove(&key);
-            }
+        for key in dropped.iter().filter(|k| !referenced.contains(*k)) {
+            self.store.delete(key)?;
+            self.uploaded.remove(key);
         }
         Ok(())
     }

@@ -3,7 +3,9 @@
 //!
 //! 1. records are encoded (JSON lines or CSV) into the subtask's buffer for the current checkpoint;
 //! 2. **pre-commit** at the barrier: the buffer is written as a staged object
-//!    `<dir>/_staging/part-<subtask>-<checkpoint>`, and the staged objects not yet committed are the
+//!    `<dir>/_staging/part-<subtask>-<checkpoint>-<writer>` (`<writer>` tells this run of the
+//!    subtask from any other, e.g. a zombie of an attempt a lost JobManager left behind, which
+//!    may still write under the same checkpoint id but is never committed), and the staged objects not yet committed are the
 //!    subtask's snapshot (operator list state);
 //! 3. **commit** when the checkpoint completes: each staged object becomes
 //!    `<dir>/part-<subtask>-<checkpoint>.<ext>` (copy, then delete the staged one).
@@ -100,6 +102,7 @@ impl SinkBuilder for ExactlyOnceFileSink {
                 buffer: Vec::new(),
                 csv_line: String::new(),
                 pending: Vec::new(),
+                writer: writer_token(),
             }) as Box<dyn Operator>)
         }))
     }
@@ -123,6 +126,18 @@ struct TwoPhaseWriter {
     buffer: Vec<u8>,
     csv_line: String,
     pending: Vec<Pending>,
+    /// Unique to this instance (process and creation), part of its staged files' names.
+    writer: String,
+}
+
+/// A name no other writer instance, in this process or another, has.
+fn writer_token() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    format!("{:x}{:x}{n:x}", std::process::id(), nanos)
 }
 
 impl TwoPhaseWriter {
@@ -176,7 +191,7 @@ impl Operator for TwoPhaseWriter {
     fn snapshot(&mut self, checkpoint_id: u64, out: &mut StateWriter) -> Result<()> {
         if !self.buffer.is_empty() {
             let name = format!("part-{}-{checkpoint_id}", self.subtask);
-            let staged = format!("{}/_staging/{name}", self.sink.dir);
+            let staged = format!("{}/_staging/{name}-{}", self.sink.dir, self.writer);
             let target = format!("{}/{name}.{}", self.sink.dir, self.sink.format.extension());
             let bytes = match self.sink.format {
                 TwoPhaseFormat::Csv => {
@@ -231,7 +246,11 @@ impl Operator for TwoPhaseWriter {
         // completed: they are garbage (only this subtask writes its index's names).
         let prefix = format!("{}/_staging/part-{}-", self.sink.dir, self.subtask);
         for key in self.sink.store.list(&prefix)? {
-            let orphan = key[prefix.len()..]
+            let rest = &key[prefix.len()..];
+            let orphan = rest
+                .split('-')
+                .next()
+                .unwrap_or(rest)
                 .parse::<u64>()
                 .is_ok_and(|id| id > state.checkpoint_id);
             if orphan {

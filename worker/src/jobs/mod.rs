@@ -21,6 +21,7 @@ use crate::connectors::datagen::KeyedEvents;
 use crate::connectors::nexmark::NexmarkConfig;
 use crate::connectors::nexmark_source::NexmarkSource;
 use crate::connectors::sinks::{CollectSink, DiscardSink, PrintSink};
+use crate::connectors::two_phase::ExactlyOnceFileSink;
 use crate::error::{Error, Result};
 use crate::operators::aggregate::Agg;
 use crate::operators::window::{TimeWindow, WindowAssigner, WindowFunction};
@@ -50,6 +51,10 @@ pub const JOBS: &[(&str, &str)] = &[
     ),
     ("hot-items", "alias of q5"),
     (
+        "auction-stats",
+        "per auction and 10 s window: bids and highest price, window-joined with the auction's seller (the exactly-once test job)",
+    ),
+    (
         "q7",
         "Nexmark q7: per 10 s window, the bids with the highest price",
     ),
@@ -64,6 +69,8 @@ pub struct JobArgs {
     pub seed: u64,
     /// Nexmark event-time rate (events per event-time second).
     pub events_per_second: u64,
+    /// Records per second each source subtask emits at most (wall-clock); `None`: as fast as it can.
+    pub rate_limit: Option<u64>,
 }
 
 impl Default for JobArgs {
@@ -72,6 +79,7 @@ impl Default for JobArgs {
             events: 10_000_000,
             seed: 0,
             events_per_second: NexmarkConfig::default().events_per_second,
+            rate_limit: None,
         }
     }
 }
@@ -83,6 +91,8 @@ pub enum JobOutput {
     Discard,
     Collect(CollectSink),
     Checksum(ChecksumSink),
+    /// Exactly-once: CSV files committed on checkpoints.
+    ExactlyOnce(ExactlyOnceFileSink),
 }
 
 /// The checksum sink matching a job's Flink peer.
@@ -95,6 +105,10 @@ pub fn checksum_for(job: &str) -> Result<ChecksumSink> {
         }
         "q2" => ChecksumSink::new(&["auction", "price"], RowHash::Fold),
         "q5" => ChecksumSink::new(&["auction", "window_end", "n"], RowHash::Fold),
+        "auction-stats" => ChecksumSink::new(
+            &["auction", "window_start", "n", "max_price", "seller"],
+            RowHash::Fold,
+        ),
         _ => ChecksumSink::new(&["auction", "price", "bidder", "window_end"], RowHash::Fold),
     })
 }
@@ -125,6 +139,7 @@ pub fn build(env: &StreamEnv, name: &str, args: &JobArgs, output: &JobOutput) ->
         "q1" => q1(env, args),
         "q2" => q2(env, args),
         "q5" => q5(env, args),
+        "auction-stats" => auction_stats(env, args),
         _ => q7(env, args),
     };
     match output {
@@ -132,7 +147,9 @@ pub fn build(env: &StreamEnv, name: &str, args: &JobArgs, output: &JobOutput) ->
         JobOutput::Discard => result.sink(DiscardSink::new()),
         JobOutput::Collect(c) => result.sink(c.clone()),
         JobOutput::Checksum(c) => result.sink(c.clone()),
-    };
+        JobOutput::ExactlyOnce(s) => result.sink(s.clone()),
+    }
+    .uid("sink");
     Ok(())
 }
 
@@ -144,12 +161,58 @@ fn nexmark_config(args: &JobArgs) -> NexmarkConfig {
     }
 }
 
+fn bid_source(args: &JobArgs) -> NexmarkSource {
+    let source = NexmarkSource::bids(nexmark_config(args), Some(args.events));
+    match args.rate_limit {
+        Some(rate) => source.with_rate_limit(rate),
+        None => source,
+    }
+}
+
 /// Every bid, all columns, with event time from `date_time`.
 fn bids(env: &StreamEnv, args: &JobArgs) -> DataStream {
     env.from_source(
-        NexmarkSource::bids(nexmark_config(args), Some(args.events)),
+        bid_source(args),
         Some(WatermarkStrategy::ascending("date_time")),
     )
+    .uid("bids")
+}
+
+/// Per auction and 10 s tumbling window, the number of bids and the highest price, joined in the
+/// same window with the auction (its seller and time). The auctions are a tenth of the bids, at a
+/// fifteenth of the rate limit (the generator's ratio), so both sides advance together.
+fn auction_stats(env: &StreamEnv, args: &JobArgs) -> DataStream {
+    let window = || WindowAssigner::tumbling(Duration::from_secs(10));
+    let counts = bids(env, args)
+        .select(&["auction", "price", "date_time"])
+        .key_by(&["auction"])
+        .window(window())
+        .aggregate(&[Agg::count("n"), Agg::max("price", "max_price")])
+        .uid("bids-per-auction");
+    let mut auctions = NexmarkSource::auctions(nexmark_config(args), Some(args.events / 10));
+    if let Some(rate) = args.rate_limit {
+        auctions = auctions.with_rate_limit((rate / 15).max(1));
+    }
+    let auctions = env
+        .from_source(auctions, Some(WatermarkStrategy::ascending("date_time")))
+        .uid("auctions")
+        .select(&["id", "seller", "date_time"]);
+    counts
+        .join(&auctions)
+        .where_key(&["auction"])
+        .equal_to(&["id"])
+        .window(window())
+        .apply()
+        .uid("auction-join")
+        .select(&[
+            "auction",
+            "window_start",
+            "window_end",
+            "n",
+            "max_price",
+            "seller",
+            "date_time",
+        ])
 }
 
 fn windowed_count(env: &StreamEnv, args: &JobArgs) -> DataStream {
@@ -248,11 +311,7 @@ impl WindowFunction for KeepMax {
 }
 
 fn q5(env: &StreamEnv, args: &JobArgs) -> DataStream {
-    let counts = env
-        .from_source(
-            NexmarkSource::bids(nexmark_config(args), Some(args.events)),
-            Some(WatermarkStrategy::ascending("date_time")),
-        )
+    let counts = bids(env, args)
         .select(&["auction", "date_time"])
         .key_by(&["auction"])
         .window(WindowAssigner::sliding(

@@ -39,6 +39,8 @@ pub struct Barrier {
     pub timestamp_ms: u64,
     /// Whether this is a savepoint after which the job stops (stop-with-savepoint).
     pub stop: bool,
+    /// Whether the snapshot is a savepoint (self-contained, under `savepoints/`).
+    pub savepoint: bool,
 }
 
 /// The producer end of one edge for one producer subtask.
@@ -46,6 +48,8 @@ pub(crate) struct EdgeWriter {
     senders: Vec<Sender<Message>>,
     route: Route,
     pub(crate) records_out: u64,
+    /// Nanoseconds spent waiting for room in full channels (backpressure).
+    pub(crate) blocked_ns: u64,
 }
 
 enum Route {
@@ -86,11 +90,8 @@ impl EdgeWriter {
             senders,
             route,
             records_out: 0,
+            blocked_ns: 0,
         }
-    }
-
-    fn send(sender: &Sender<Message>, message: Message) -> Result<()> {
-        sender.send(message).map_err(|_| Error::Cancelled)
     }
 
     /// Sends records to the subtasks the partitioning selects.
@@ -100,11 +101,15 @@ impl EdgeWriter {
             Route::RoundRobin { next } => {
                 let target = *next;
                 *next = (*next + 1) % self.senders.len();
-                Self::send(&self.senders[target], Message::Data(batch))
+                send(
+                    &mut self.blocked_ns,
+                    &self.senders[target],
+                    Message::Data(batch),
+                )
             }
             Route::Broadcast => {
                 for sender in &self.senders {
-                    Self::send(sender, Message::Data(batch.clone()))?;
+                    send(&mut self.blocked_ns, sender, Message::Data(batch.clone()))?;
                 }
                 Ok(())
             }
@@ -116,7 +121,7 @@ impl EdgeWriter {
             } => {
                 let parallelism = self.senders.len() as u32;
                 if parallelism == 1 {
-                    return Self::send(&self.senders[0], Message::Data(batch));
+                    return send(&mut self.blocked_ns, &self.senders[0], Message::Data(batch));
                 }
                 keys.encode(key, &batch)?;
                 targets.clear();
@@ -130,7 +135,11 @@ impl EdgeWriter {
                 if let Some(&first) = targets.first()
                     && targets.iter().all(|&t| t == first)
                 {
-                    return Self::send(&self.senders[first as usize], Message::Data(batch));
+                    return send(
+                        &mut self.blocked_ns,
+                        &self.senders[first as usize],
+                        Message::Data(batch),
+                    );
                 }
                 let mut indices: Vec<Vec<u32>> = vec![Vec::new(); self.senders.len()];
                 for (row, &target) in targets.iter().enumerate() {
@@ -139,7 +148,11 @@ impl EdgeWriter {
                 for (target, rows) in indices.into_iter().enumerate() {
                     if !rows.is_empty() {
                         let part = take_record_batch(&batch, &UInt32Array::from(rows))?;
-                        Self::send(&self.senders[target], Message::Data(part))?;
+                        send(
+                            &mut self.blocked_ns,
+                            &self.senders[target],
+                            Message::Data(part),
+                        )?;
                     }
                 }
                 Ok(())
@@ -150,9 +163,23 @@ impl EdgeWriter {
     /// Sends a control message (watermark, idleness, barrier, end of input) to every target.
     pub(crate) fn broadcast(&mut self, message: &Message) -> Result<()> {
         for sender in &self.senders {
-            Self::send(sender, message.clone())?;
+            send(&mut self.blocked_ns, sender, message.clone())?;
         }
         Ok(())
+    }
+}
+
+/// Sends `message`, counting the time spent waiting when the channel is full.
+fn send(blocked_ns: &mut u64, sender: &Sender<Message>, message: Message) -> Result<()> {
+    match sender.try_send(message) {
+        Ok(()) => Ok(()),
+        Err(crossbeam_channel::TrySendError::Full(message)) => {
+            let started = std::time::Instant::now();
+            let result = sender.send(message).map_err(|_| Error::Cancelled);
+            *blocked_ns += started.elapsed().as_nanos() as u64;
+            result
+        }
+        Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(Error::Cancelled),
     }
 }
 

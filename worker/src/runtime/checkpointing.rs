@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use super::channel::Barrier;
 use crate::checkpoint::coordinator::{AbortReason, CheckpointConfig, Coordinator, Event};
 use crate::checkpoint::storage::{
-    AckedState, SnapshotKind, SnapshotRef, SnapshotWriter, checkpoint_dir, savepoint_dir,
+    Acked, SnapshotKind, SnapshotRef, SnapshotWriter, checkpoint_dir, savepoint_dir,
 };
 use crate::error::{Error, Result};
 use crate::time::now_millis;
@@ -37,7 +37,9 @@ pub(crate) enum Report {
     Ack {
         id: u64,
         task: usize,
-        states: Vec<AckedState>,
+        /// Whether the barrier was a savepoint's (where a TaskManager uploads the state).
+        savepoint: bool,
+        states: Vec<Acked>,
     },
     Decline {
         id: u64,
@@ -105,6 +107,13 @@ impl CheckpointStats {
         self.inner.lock().last_failure.clone()
     }
 
+    /// Forgets the final checkpoint of an earlier attempt (a new attempt takes its own).
+    pub(crate) fn new_attempt(&self) {
+        let mut s = self.inner.lock();
+        s.final_id = None;
+        s.final_done = false;
+    }
+
     fn final_completed(&self) -> Option<u64> {
         let s = self.inner.lock();
         s.final_done.then_some(s.final_id).flatten()
@@ -130,8 +139,29 @@ pub struct CheckpointOptions {
 
 /// A subtask as the coordinator sees it.
 pub(crate) struct TaskEnd {
-    pub(crate) control: Sender<Control>,
+    pub(crate) control: ControlLine,
     pub(crate) is_source: bool,
+}
+
+/// How the coordinator reaches a subtask: its control channel in this process, or the line to the
+/// TaskManager that runs it (with the subtask's number).
+#[derive(Debug, Clone)]
+pub(crate) enum ControlLine {
+    Local(Sender<Control>),
+    Remote {
+        line: Sender<(u32, Control)>,
+        subtask: u32,
+    },
+}
+
+impl ControlLine {
+    pub(crate) fn send(&self, control: Control) {
+        // A subtask that is gone no longer needs to hear it.
+        let _ = match self {
+            Self::Local(tx) => tx.send(control).map_err(|_| ()),
+            Self::Remote { line, subtask } => line.send((*subtask, control)).map_err(|_| ()),
+        };
+    }
 }
 
 struct PendingSavepoint {
@@ -149,7 +179,7 @@ pub(crate) fn drive(
     stats: Arc<CheckpointStats>,
 ) {
     let periodic = options.config.interval_ms > 0;
-    let mut coordinator: Coordinator<Vec<AckedState>> =
+    let mut coordinator: Coordinator<Vec<Acked>> =
         Coordinator::new(options.config, tasks.len(), first_id);
     let sources = tasks.iter().filter(|t| t.is_source).count();
     let mut finished_sources = 0usize;
@@ -167,7 +197,7 @@ pub(crate) fn drive(
                 stopping = sp.stop;
                 let id = coordinator.force_trigger(now);
                 started.insert(id, (now, Some(sp)));
-                trigger(&tasks, id, now, stopping);
+                trigger(&tasks, id, now, stopping, true);
             } else if all_finished
                 && started.is_empty()
                 && stats.final_completed().is_none()
@@ -179,7 +209,7 @@ pub(crate) fn drive(
                 let id = coordinator.force_trigger(now);
                 stats.inner.lock().final_id = Some(id);
                 started.insert(id, (now, None));
-                trigger(&tasks, id, now, false);
+                trigger(&tasks, id, now, false, false);
             } else if periodic && !all_finished {
                 events.extend(coordinator.poll(now));
             } else {
@@ -210,7 +240,9 @@ pub(crate) fn drive(
         };
         let now = now_millis().max(0) as u64;
         let events = match report {
-            Report::Ack { id, task, states } => coordinator.acknowledge(id, task, states, now),
+            Report::Ack {
+                id, task, states, ..
+            } => coordinator.acknowledge(id, task, states, now),
             Report::Decline { id, task, reason } => coordinator.decline(id, task, &reason),
             Report::SourceFinished => {
                 finished_sources += 1;
@@ -247,25 +279,26 @@ pub(crate) fn drive(
     }
 }
 
-fn trigger(tasks: &[TaskEnd], id: u64, now: u64, stop: bool) {
+fn trigger(tasks: &[TaskEnd], id: u64, now: u64, stop: bool, savepoint: bool) {
     let barrier = Barrier {
         id,
         timestamp_ms: now,
         stop,
+        savepoint,
     };
     for t in tasks.iter().filter(|t| t.is_source) {
-        let _ = t.control.send(Control::Trigger(barrier));
+        t.control.send(Control::Trigger(barrier));
     }
 }
 
 fn broadcast(tasks: &[TaskEnd], control: &Control) {
     for t in tasks {
-        let _ = t.control.send(control.clone());
+        t.control.send(control.clone());
     }
 }
 
 fn handle(
-    event: Event<Vec<AckedState>>,
+    event: Event<Vec<Acked>>,
     tasks: &[TaskEnd],
     writer: &mut SnapshotWriter,
     options: &CheckpointOptions,
@@ -276,7 +309,7 @@ fn handle(
     match event {
         Event::Trigger { id, timestamp_ms } => {
             started.insert(id, (timestamp_ms, None));
-            trigger(tasks, id, timestamp_ms, false);
+            trigger(tasks, id, timestamp_ms, false, false);
         }
         Event::Completed { id, states } => {
             let (started_ms, savepoint) = started.remove(&id).unwrap_or((0, None));
@@ -284,7 +317,7 @@ fn handle(
                 Some(_) => (savepoint_dir(id), SnapshotKind::Savepoint),
                 None => (checkpoint_dir(id), SnapshotKind::Checkpoint),
             };
-            let states: Vec<AckedState> = states.into_values().flatten().collect();
+            let states: Vec<Acked> = states.into_values().flatten().collect();
             match writer.write(&dir, id, kind, started_ms, states) {
                 Ok(meta) => {
                     {

@@ -16,6 +16,8 @@ pub struct SubtaskMetrics {
     pub watermark: AtomicI64,
     /// Malformed input records seen (sources).
     pub malformed: AtomicU64,
+    /// Nanoseconds spent blocked on full output channels (backpressure from downstream).
+    pub backpressured_ns: AtomicU64,
 }
 
 impl Default for SubtaskMetrics {
@@ -25,6 +27,7 @@ impl Default for SubtaskMetrics {
             records_out: AtomicU64::new(0),
             watermark: AtomicI64::new(MIN_WATERMARK),
             malformed: AtomicU64::new(0),
+            backpressured_ns: AtomicU64::new(0),
         }
     }
 }

@@ -20,7 +20,9 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use parking_lot::Mutex;
 
 use self::channel::{EdgeWriter, Message};
-use self::checkpointing::{CheckpointOptions, CheckpointStats, Control, Report, TaskEnd};
+use self::checkpointing::{
+    CheckpointOptions, CheckpointStats, Control, ControlLine, Report, TaskEnd,
+};
 use self::metrics::{JobMetrics, SubtaskMetrics, TaskMetrics};
 use self::task::{Chain, ChainNode, Link};
 use crate::checkpoint::alignment::Mode;
@@ -199,7 +201,7 @@ pub fn start_with(graph: &LogicalGraph, options: &RunOptions) -> Result<JobHandl
 }
 
 /// What the subtasks restore from, checked against the job.
-struct Restore {
+pub(crate) struct Restore {
     snapshot: LoadedSnapshot,
     /// Logical node -> index of its operator in the snapshot.
     operator_of: Vec<Option<usize>>,
@@ -207,7 +209,7 @@ struct Restore {
 }
 
 impl Restore {
-    fn new(
+    pub(crate) fn new(
         graph: &LogicalGraph,
         options: &RestoreOptions,
         local_dir: &std::path::Path,
@@ -309,28 +311,159 @@ fn sanitize(uid: &str) -> String {
         .collect()
 }
 
-/// Starts an already planned graph.
+/// Starts an already planned graph, every subtask in this process.
 pub fn start_physical(
     graph: &LogicalGraph,
     physical: &PhysicalGraph,
     options: &RunOptions,
 ) -> Result<JobHandle> {
-    let config = &graph.config;
-    let max_parallelism = config.max_parallelism;
-    let local_dir = options.local_dir.clone().unwrap_or_else(|| {
+    let subtasks = subtasks(physical).len();
+    let (report_tx, report_rx) = crossbeam_channel::unbounded::<Report>();
+    let placement = Placement {
+        local: vec![true; subtasks],
+        exchange: None,
+        reports: options.checkpoints.as_ref().map(|_| report_tx.clone()),
+        on_exit: None,
+    };
+    let restore = match &options.restore {
+        Some(r) => Some(Arc::new(Restore::new(graph, r, &local_dir(options))?)),
+        None => None,
+    };
+    let restored_id = restore.as_ref().map(|r| r.snapshot.metadata.id);
+    let (mut handle, controls) = launch(graph, physical, options, restore, placement)?;
+    let task_ends: Vec<TaskEnd> = subtasks_of(physical)
+        .zip(controls)
+        .filter_map(|((_, _, is_source), c)| {
+            c.map(|c| TaskEnd {
+                control: ControlLine::Local(c),
+                is_source,
+            })
+        })
+        .collect();
+    match &options.checkpoints {
+        Some(checkpoints) => {
+            let writer = SnapshotWriter::new(
+                checkpoints.store.clone(),
+                &graph.name,
+                graph.config.max_parallelism,
+            );
+            let first_id = first_checkpoint_id(&checkpoints.store, restored_id)?;
+            let checkpoints = checkpoints.clone();
+            let stats = handle.checkpoints.clone();
+            let driver = std::thread::Builder::new()
+                .name("checkpoints".into())
+                .spawn(move || {
+                    checkpointing::drive(checkpoints, writer, task_ends, report_rx, first_id, stats)
+                })
+                .map_err(|e| Error::io("spawning the checkpoint coordinator", e))?;
+            handle.reports = Some(report_tx);
+            handle.driver = Some(driver);
+        }
+        None => {
+            handle._controls = task_ends
+                .into_iter()
+                .filter_map(|t| match t.control {
+                    ControlLine::Local(c) => Some(c),
+                    ControlLine::Remote { .. } => None,
+                })
+                .collect();
+        }
+    }
+    Ok(handle)
+}
+
+/// The first checkpoint id of a run: after every checkpoint in the store and the restored one.
+pub(crate) fn first_checkpoint_id(
+    store: &Arc<dyn crate::checkpoint::store::CheckpointStore>,
+    restored: Option<u64>,
+) -> Result<u64> {
+    let latest = crate::checkpoint::storage::latest_checkpoint(store)?
+        .and_then(|r| r.dir.rsplit('-').next().and_then(|n| n.parse::<u64>().ok()));
+    Ok(latest.max(restored).map_or(1, |id| id + 1))
+}
+
+fn local_dir(options: &RunOptions) -> std::path::PathBuf {
+    options.local_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!(
             "strom-{}-{}",
             std::process::id(),
             crate::time::now_millis()
         ))
-    });
+    })
+}
+
+/// Every subtask of a plan in the job's global numbering (tasks in plan order, subtasks in index
+/// order): (task, index, whether the task is a source). The JobManager and every TaskManager number
+/// subtasks the same way.
+pub(crate) fn subtasks(physical: &PhysicalGraph) -> Vec<(usize, u32, bool)> {
+    subtasks_of(physical).collect()
+}
+
+fn subtasks_of(physical: &PhysicalGraph) -> impl Iterator<Item = (usize, u32, bool)> + '_ {
+    physical.tasks.iter().flat_map(|t| {
+        let is_source = !physical.edges.iter().any(|e| e.to_task == t.id);
+        (0..t.parallelism).map(move |i| (t.id, i, is_source))
+    })
+}
+
+/// One channel of a job: an edge of the plan from a producer subtask to a consumer subtask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelKey {
+    pub edge: u32,
+    pub producer: u32,
+    pub consumer: u32,
+}
+
+/// Connects the channels that cross this process's boundary (the cluster's data exchange).
+pub(crate) trait Exchange {
+    /// `receiver` carries what a local producer sends on `channel` to a consumer elsewhere.
+    fn outbound(&self, channel: ChannelKey, receiver: Receiver<Message>) -> Result<()>;
+    /// `sender` feeds a local consumer with what a producer elsewhere sends on `channel`.
+    fn inbound(&self, channel: ChannelKey, sender: Sender<Message>) -> Result<()>;
+}
+
+/// What runs exactly when a subtask ends: its global number and its result.
+pub(crate) type OnExit = Arc<dyn Fn(usize, &Result<()>) + Send + Sync>;
+
+/// Which subtasks of a job run in this process, and how they reach the others and the coordinator.
+pub(crate) struct Placement<'a> {
+    /// By global subtask number (see [`subtasks`]).
+    pub(crate) local: Vec<bool>,
+    pub(crate) exchange: Option<&'a dyn Exchange>,
+    /// Where local subtasks report to the checkpoint coordinator; `None` without checkpointing.
+    pub(crate) reports: Option<Sender<Report>>,
+    pub(crate) on_exit: Option<OnExit>,
+}
+
+/// Starts the local subtasks of `physical`; returns the handle and, by global subtask number, the
+/// control channels of the local ones.
+pub(crate) fn launch(
+    graph: &LogicalGraph,
+    physical: &PhysicalGraph,
+    options: &RunOptions,
+    restore: Option<Arc<Restore>>,
+    placement: Placement<'_>,
+) -> Result<(JobHandle, Vec<Option<Sender<Control>>>)> {
+    let config = &graph.config;
+    let max_parallelism = config.max_parallelism;
+    let local_dir = local_dir(options);
     let state_settings = crate::state::StateSettings {
         backend: config.state_backend,
         dir: Some(local_dir.join("state")),
     };
-    let restore = match &options.restore {
-        Some(r) => Some(Arc::new(Restore::new(graph, r, &local_dir)?)),
-        None => None,
+    let numbering = subtasks(physical);
+    let number = |task: usize, index: u32| {
+        numbering
+            .iter()
+            .position(|&(t, i, _)| t == task && i == index)
+            .unwrap_or(usize::MAX)
+    };
+    let is_local = |task: usize, index: u32| {
+        placement
+            .local
+            .get(number(task, index))
+            .copied()
+            .unwrap_or(false)
     };
 
     // Channels: receivers per consumer subtask, senders per (edge, producer subtask).
@@ -341,7 +474,7 @@ pub fn start_physical(
         .map(|t| (0..t.parallelism).map(|_| Vec::new()).collect())
         .collect();
     let mut senders: Vec<Vec<Vec<Sender<Message>>>> = Vec::new(); // [edge][producer][target]
-    for edge in &physical.edges {
+    for (e, edge) in physical.edges.iter().enumerate() {
         let p = physical.tasks[edge.from_task].parallelism as usize;
         let q = physical.tasks[edge.to_task].parallelism as usize;
         let mut per_producer = vec![Vec::new(); p];
@@ -351,10 +484,37 @@ pub fn start_physical(
             } else {
                 (0..q).collect()
             };
+            let from_here = is_local(edge.from_task, i as u32);
             for j in targets {
+                let to_here = is_local(edge.to_task, j as u32);
+                if !from_here && !to_here {
+                    continue;
+                }
                 let (tx, rx) = bounded(config.channel_capacity);
-                producer.push(tx);
-                receivers[edge.to_task][j].push((rx, edge.to_input));
+                let key = ChannelKey {
+                    edge: e as u32,
+                    producer: i as u32,
+                    consumer: j as u32,
+                };
+                let exchange = placement.exchange.ok_or_else(|| {
+                    Error::plan(
+                        "job",
+                        "a channel leaves this process but there is no exchange",
+                    )
+                });
+                if from_here {
+                    producer.push(tx);
+                } else {
+                    exchange?.inbound(key, tx)?;
+                }
+                if to_here {
+                    receivers[edge.to_task][j].push((rx, edge.to_input));
+                } else {
+                    placement
+                        .exchange
+                        .ok_or_else(|| Error::plan("job", "no exchange"))?
+                        .outbound(key, rx)?;
+                }
             }
         }
         senders.push(per_producer);
@@ -365,13 +525,11 @@ pub fn start_physical(
     let mut metrics = JobMetrics::default();
     let mut threads = Vec::new();
     let mut chains = Vec::new();
-    let (report_tx, report_rx) = crossbeam_channel::unbounded::<Report>();
-    let checkpointing = options.checkpoints.is_some();
     let mode = options
         .checkpoints
         .as_ref()
         .map_or(Mode::ExactlyOnce, |c| c.mode);
-    let mut task_ends = Vec::new();
+    let mut controls = Vec::new();
 
     for task in &physical.tasks {
         let head = &graph.nodes[task.nodes[0]];
@@ -389,6 +547,10 @@ pub fn start_physical(
         for index in 0..task.parallelism {
             let subtask_metrics = Arc::new(SubtaskMetrics::default());
             task_metrics.subtasks.push(subtask_metrics.clone());
+            if !is_local(task.id, index) {
+                controls.push(None);
+                continue;
+            }
             let mut nodes = Vec::with_capacity(task.nodes.len());
             for (pos, &node_id) in task.nodes.iter().enumerate() {
                 let node = &graph.nodes[node_id];
@@ -429,15 +591,12 @@ pub fn start_physical(
             };
             let (control_tx, control_rx) = crossbeam_channel::unbounded();
             let link = Link {
-                task: task_ends.len(),
+                task: controls.len(),
                 control: control_rx,
-                reports: checkpointing.then(|| report_tx.clone()),
+                reports: placement.reports.clone(),
                 mode,
             };
-            task_ends.push(TaskEnd {
-                control: control_tx,
-                is_source,
-            });
+            controls.push(Some(control_tx));
             let inputs = std::mem::take(&mut receivers[task.id][index as usize]);
             chains.push((task.id, index, head, chain, inputs, link));
         }
@@ -503,10 +662,15 @@ pub fn start_physical(
                 })
             }
         };
+        let on_exit = placement.on_exit.clone();
+        let number = link_number(&numbering, task_id, index);
         let handle = std::thread::Builder::new()
             .name(thread_name.chars().take(15).collect())
             .spawn(move || {
                 let result = body();
+                if let Some(on_exit) = &on_exit {
+                    on_exit(number, &result);
+                }
                 if let Err(e) = &result
                     && !matches!(e, Error::Cancelled)
                 {
@@ -522,43 +686,27 @@ pub fn start_physical(
         threads.push((head.name.clone(), handle));
     }
 
-    let stats = Arc::new(CheckpointStats::default());
-    let (reports, driver, controls) = match &options.checkpoints {
-        Some(checkpoints) => {
-            let writer =
-                SnapshotWriter::new(checkpoints.store.clone(), &graph.name, max_parallelism);
-            let latest = crate::checkpoint::storage::latest_checkpoint(&checkpoints.store)?
-                .and_then(|r| r.dir.rsplit('-').next().and_then(|n| n.parse::<u64>().ok()));
-            let restored = restore.as_ref().map(|r| r.snapshot.metadata.id);
-            let first_id = latest.max(restored).map_or(1, |id| id + 1);
-            let checkpoints = checkpoints.clone();
-            let stats = stats.clone();
-            let driver = std::thread::Builder::new()
-                .name("checkpoints".into())
-                .spawn(move || {
-                    checkpointing::drive(checkpoints, writer, task_ends, report_rx, first_id, stats)
-                })
-                .map_err(|e| Error::io("spawning the checkpoint coordinator", e))?;
-            (Some(report_tx), Some(driver), Vec::new())
-        }
-        None => (
-            None,
-            None,
-            task_ends.into_iter().map(|t| t.control).collect(),
-        ),
-    };
+    Ok((
+        JobHandle {
+            threads,
+            cancelled,
+            first_error,
+            metrics: Arc::new(metrics),
+            sinks,
+            reports: None,
+            driver: None,
+            _controls: Vec::new(),
+            checkpoints: Arc::new(CheckpointStats::default()),
+        },
+        controls,
+    ))
+}
 
-    Ok(JobHandle {
-        threads,
-        cancelled,
-        first_error,
-        metrics: Arc::new(metrics),
-        sinks,
-        reports,
-        driver,
-        _controls: controls,
-        checkpoints: stats,
-    })
+fn link_number(numbering: &[(usize, u32, bool)], task: usize, index: u32) -> usize {
+    numbering
+        .iter()
+        .position(|&(t, i, _)| t == task && i == index)
+        .unwrap_or(usize::MAX)
 }
 
 /// Restores every node of a subtask's chain (the source at its head too).

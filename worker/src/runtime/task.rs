@@ -14,7 +14,7 @@ use super::checkpointing::{Control, Report};
 use super::metrics::SubtaskMetrics;
 use crate::checkpoint::alignment::{Action, Aligner, Mode};
 use crate::checkpoint::state::StateWriter;
-use crate::checkpoint::storage::AckedState;
+use crate::checkpoint::storage::{Acked, AckedState};
 use crate::connectors::dead_letter;
 use crate::error::{Error, Result};
 use crate::operator::{Emitted, Operator, Output, Source, SourceContext, SourcePoll};
@@ -53,6 +53,7 @@ pub(crate) const IN_FLIGHT: &str = "in-flight";
 /// the records recorded since on the channels whose barrier has not come yet.
 struct InFlight {
     id: u64,
+    savepoint: bool,
     states: Vec<AckedState>,
     records: Vec<(usize, RecordBatch)>,
 }
@@ -235,7 +236,8 @@ impl Chain {
             Ok(states) => link.report(Report::Ack {
                 id: barrier.id,
                 task: link.task,
-                states,
+                savepoint: barrier.savepoint,
+                states: states.into_iter().map(Acked::Pending).collect(),
             }),
             Err(e) => {
                 tracing::warn!(checkpoint = barrier.id, error = %e, "declining checkpoint");
@@ -303,6 +305,14 @@ impl Chain {
             .flat_map(|n| n.writers.iter().map(|(_, w)| w.records_out))
             .sum();
         self.metrics.records_out.store(total, Ordering::Relaxed);
+        let blocked: u64 = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.writers.iter().map(|(_, w)| w.blocked_ns))
+            .sum();
+        self.metrics
+            .backpressured_ns
+            .store(blocked, Ordering::Relaxed);
     }
 }
 
@@ -549,6 +559,8 @@ pub(crate) fn run_operator(
     let mut last_complete: Option<u64> = None;
     let mut pending_stop: Option<u64> = None;
     let mut in_flight: Option<InFlight> = None;
+    // Barriers seen lately, so that an alignment completed by the end of a channel knows its barrier.
+    let mut seen: Vec<Barrier> = Vec::new();
     for (input, batch) in std::mem::take(&mut chain.replay) {
         chain.input(input, batch)?;
     }
@@ -652,11 +664,18 @@ pub(crate) fn run_operator(
                     }
                 }
                 Message::Barrier(barrier) => {
+                    if !seen.iter().any(|b| b.id == barrier.id) {
+                        if seen.len() >= 16 {
+                            seen.remove(0);
+                        }
+                        seen.push(barrier);
+                    }
                     for action in aligner.on_barrier(ch, barrier.id) {
                         act(
                             &mut chain,
                             action,
                             barrier,
+                            &seen,
                             &link,
                             &mut last_snapshot,
                             &mut in_flight,
@@ -683,12 +702,14 @@ pub(crate) fn run_operator(
                         id: 0,
                         timestamp_ms: 0,
                         stop: false,
+                        savepoint: false,
                     };
                     for action in aligner.on_end_of_input(ch) {
                         act(
                             &mut chain,
                             action,
                             barrier,
+                            &seen,
                             &link,
                             &mut last_snapshot,
                             &mut in_flight,
@@ -719,18 +740,28 @@ fn act(
     chain: &mut Chain,
     action: Action,
     barrier: Barrier,
+    seen: &[Barrier],
     link: &Link,
     last_snapshot: &mut Option<u64>,
     in_flight: &mut Option<InFlight>,
 ) -> Result<()> {
+    // The barrier the action is about, as it arrived (a savepoint's barrier says so).
+    let of = |id: u64| {
+        seen.iter()
+            .rev()
+            .find(|b| b.id == id)
+            .copied()
+            .unwrap_or(Barrier { id, ..barrier })
+    };
     match action {
         Action::Snapshot(id) if link.mode == Mode::Unaligned => {
             // Snapshot now and let the barrier go on; the in-flight records follow at `Persist`.
-            let barrier = Barrier { id, ..barrier };
+            let barrier = of(id);
             match chain.snapshot(None, id) {
                 Ok(states) => {
                     *in_flight = Some(InFlight {
                         id,
+                        savepoint: barrier.savepoint,
                         states,
                         records: Vec::new(),
                     });
@@ -745,7 +776,7 @@ fn act(
             *last_snapshot = Some(id);
         }
         Action::Snapshot(id) => {
-            let barrier = Barrier { id, ..barrier };
+            let barrier = of(id);
             chain.checkpoint(None, barrier, link)?;
             *last_snapshot = Some(id);
         }
@@ -770,7 +801,8 @@ fn act(
                 link.report(Report::Ack {
                     id,
                     task: link.task,
-                    states: f.states,
+                    savepoint: f.savepoint,
+                    states: f.states.into_iter().map(Acked::Pending).collect(),
                 });
             }
         }

@@ -1,0 +1,134 @@
+//! The distributed runtime: a JobManager and TaskManagers as separate processes of the one worker
+//! binary, connected over gRPC (tonic).
+//!
+//! - [`jobmanager`]: the dispatcher and a job master per job (scheduling into TaskManager slots,
+//!   failover from the latest checkpoint, the checkpoint coordinator), heartbeats, the REST API
+//!   ([`rest`]) and leader election ([`ha`]).
+//! - [`taskmanager`]: registers its slots, runs the subtasks deployed to it on the same task code
+//!   as the embedded runtime, uploads their state at checkpoints and reports to the JobManager.
+//! - [`exchange`]: the data plane; one gRPC stream per remote channel with credit-based flow
+//!   control.
+//!
+//! What a job is comes from [`strom_api::JobSpec`]; [`job_graph`] turns one into a dataflow the
+//! same way on the JobManager (for the plan) and on every TaskManager (for the tasks).
+
+pub mod config;
+pub mod exchange;
+pub mod ha;
+pub mod jobmanager;
+pub mod metrics;
+pub mod rest;
+pub mod taskmanager;
+
+#[allow(clippy::all, missing_docs, unreachable_pub)]
+pub(crate) mod proto {
+    tonic::include_proto!("strom.cluster");
+}
+
+use std::sync::Arc;
+
+use strom_api::{CheckpointMode, JobSpec, OutputSpec};
+
+use crate::checkpoint::alignment::Mode;
+use crate::checkpoint::coordinator::CheckpointConfig;
+use crate::checkpoint::s3::{S3Config, S3Store};
+use crate::checkpoint::storage::SnapshotRef;
+use crate::checkpoint::store::{CheckpointStore, LocalStore};
+use crate::connectors::two_phase::ExactlyOnceFileSink;
+use crate::error::{Error, Result};
+use crate::jobs::{self, JobArgs, JobOutput};
+use crate::plan::LogicalGraph;
+use crate::runtime::checkpointing::CheckpointOptions;
+use crate::stream::StreamEnv;
+
+/// Where committed result files go inside an `output.kind: files` location.
+pub const RESULTS_DIR: &str = "results";
+
+/// Opens a storage location: `s3://bucket/prefix` (endpoint and credentials from `STROM_S3_ENDPOINT`
+/// or `AWS_ENDPOINT_URL`, and the SDK's `AWS_*` variables), `file:///path` or a plain directory.
+pub fn open_store(location: &str) -> Result<Arc<dyn CheckpointStore>> {
+    if let Some(rest) = location.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Error::Storage(format!("{location}: no bucket")));
+        }
+        let endpoint = std::env::var("STROM_S3_ENDPOINT")
+            .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+            .ok();
+        let config = S3Config {
+            endpoint,
+            region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
+            bucket: bucket.to_owned(),
+            prefix: prefix.trim_end_matches('/').to_owned(),
+            ..S3Config::default()
+        };
+        return Ok(Arc::new(S3Store::new(config)?));
+    }
+    let path = location.strip_prefix("file://").unwrap_or(location);
+    if path.is_empty() {
+        return Err(Error::Storage("an empty storage location".into()));
+    }
+    Ok(Arc::new(LocalStore::new(path)))
+}
+
+/// The dataflow of a job spec (the same on every process that builds it).
+pub fn job_graph(spec: &JobSpec) -> Result<LogicalGraph> {
+    let output = match &spec.output {
+        OutputSpec::Print => JobOutput::Print,
+        OutputSpec::Discard => JobOutput::Discard,
+        OutputSpec::Files { path } => {
+            JobOutput::ExactlyOnce(ExactlyOnceFileSink::new(open_store(path)?, RESULTS_DIR).csv())
+        }
+    };
+    let env = StreamEnv::new(&spec.name, spec.engine.clone());
+    let args = JobArgs {
+        events: spec.events.unwrap_or(JobArgs::default().events),
+        seed: spec.seed,
+        events_per_second: spec.events_per_second,
+        rate_limit: spec.rate_limit,
+    };
+    jobs::build(&env, &spec.name, &args, &output)?;
+    env.build()
+}
+
+/// Checkpointing of a job spec, with its store opened.
+pub fn checkpoint_options(spec: &JobSpec) -> Result<Option<CheckpointOptions>> {
+    let Some(c) = &spec.checkpoints else {
+        return Ok(None);
+    };
+    Ok(Some(CheckpointOptions {
+        config: CheckpointConfig {
+            interval_ms: c.interval_ms,
+            timeout_ms: c.timeout_ms,
+            max_concurrent: 1,
+            min_pause_ms: 0,
+        },
+        mode: match c.mode {
+            CheckpointMode::ExactlyOnce => Mode::ExactlyOnce,
+            CheckpointMode::AtLeastOnce => Mode::AtLeastOnce,
+            CheckpointMode::Unaligned => Mode::Unaligned,
+        },
+        store: open_store(&c.storage)?,
+        retain: c.retain,
+    }))
+}
+
+/// The snapshot named by `restoreFrom`: `<dir>` in the job's checkpoint storage, or
+/// `<storage>#<dir>`.
+pub fn restore_from(spec: &JobSpec) -> Result<Option<SnapshotRef>> {
+    let Some(r) = &spec.restore_from else {
+        return Ok(None);
+    };
+    let (store, dir) = match r.split_once('#') {
+        Some((storage, dir)) => (open_store(storage)?, dir.to_owned()),
+        None => match &spec.checkpoints {
+            Some(c) => (open_store(&c.storage)?, r.clone()),
+            None => {
+                return Err(Error::Restore(format!(
+                    "restoreFrom '{r}' needs checkpoints.storage or a '<storage>#<dir>' location"
+                )));
+            }
+        },
+    };
+    Ok(Some(SnapshotRef { store, dir }))
+}
