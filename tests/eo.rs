@@ -37,7 +37,12 @@ pub fn config() -> NexmarkConfig {
 
 /// The job's result computed from the generator's rows.
 pub fn reference(bids: u64, auctions: u64) -> BTreeMap<Out, usize> {
-    let cfg = config();
+    reference_with(&config(), bids, auctions)
+}
+
+/// [`reference`] for another generator configuration (the event-time rate).
+pub fn reference_with(cfg: &NexmarkConfig, bids: u64, auctions: u64) -> BTreeMap<Out, usize> {
+    let cfg = cfg.clone();
     let mut per_window: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
     for k in 0..bids {
         let b = nexmark::bid(&cfg, k);

@@ -27,6 +27,8 @@ pub struct JobSpec {
     #[serde(default)]
     pub rate_limit: Option<u64>,
     #[serde(default)]
+    pub sink_rate_limit: Option<u64>,
+    #[serde(default)]
     pub engine: EngineConfig,
     #[serde(default)]
     pub checkpoints: Option<CheckpointSpec>,
@@ -144,6 +146,7 @@ impl JobSpec {
             seed: 0,
             events_per_second: default_events_per_second(),
             rate_limit: None,
+            sink_rate_limit: None,
             engine: EngineConfig::default(),
             checkpoints: None,
             restart: RestartSpec::default(),

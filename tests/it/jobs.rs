@@ -26,18 +26,21 @@ const NEXMARK: [JobArgs; 3] = [
         seed: 0,
         events_per_second: 1000,
         rate_limit: None,
+        sink_rate_limit: None,
     },
     JobArgs {
         events: 20_000,
         seed: 7,
         events_per_second: 100,
         rate_limit: None,
+        sink_rate_limit: None,
     },
     JobArgs {
         events: 3000,
         seed: 5,
         events_per_second: 1,
         rate_limit: None,
+        sink_rate_limit: None,
     },
 ];
 
@@ -48,6 +51,7 @@ const WINDOWED_COUNT: JobArgs = JobArgs {
     seed: 0,
     events_per_second: 1,
     rate_limit: None,
+    sink_rate_limit: None,
 };
 
 fn int(v: i64) -> Value {

@@ -1,6 +1,7 @@
 //! Strom's integration tests: one test binary, a module per area.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::type_complexity)]
 
+mod cluster;
 mod connectors;
 mod exactly_once;
 mod jobs;

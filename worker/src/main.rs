@@ -198,6 +198,7 @@ impl RunArgs {
             seed: self.seed,
             events_per_second: self.events_per_second,
             rate_limit: None,
+            sink_rate_limit: None,
         };
         jobs::build(&env, &self.job, &args, output)?;
         Ok(env)

@@ -626,6 +626,8 @@ impl JobManager {
         // The coordinator first, so that no report of the new attempt is lost.
         let mut driver = None;
         let mut first_id = 1;
+        // Control messages wait in their lines until every TaskManager has its tasks.
+        let mut line_ends: Vec<(String, Receiver<(u32, Control)>)> = Vec::new();
         if let Some(c) = &checkpoints {
             first_id = first_checkpoint_id(&c.store, restored_id)?;
             let (reports_tx, reports_rx) = crossbeam_channel::unbounded::<Report>();
@@ -633,12 +635,7 @@ impl JobManager {
             for tm in &taskmanagers {
                 let (tx, rx) = crossbeam_channel::unbounded();
                 lines.insert(tm.clone(), tx);
-                let jm = self.clone();
-                let (tm, job_id) = (tm.clone(), job.id.clone());
-                std::thread::Builder::new()
-                    .name("control-line".into())
-                    .spawn(move || jm.control_line(&tm, &job_id, attempt, &rx))
-                    .map_err(|e| Error::io("spawning a control line", e))?;
+                line_ends.push((tm.clone(), rx));
             }
             let tasks: Vec<TaskEnd> = job
                 .numbering
@@ -703,6 +700,14 @@ impl JobManager {
                     }
                 });
             }
+        }
+        for (tm, rx) in line_ends {
+            let jm = self.clone();
+            let job_id = job.id.clone();
+            std::thread::Builder::new()
+                .name("control-line".into())
+                .spawn(move || jm.control_line(&tm, &job_id, attempt, &rx))
+                .map_err(|e| Error::io("spawning a control line", e))?;
         }
         tracing::info!(job = %job.id, attempt, restore = %restore_dir, "attempt deployed");
         Ok(driver)

@@ -41,7 +41,7 @@ use crate::plan::LogicalGraph;
 use crate::runtime::checkpointing::CheckpointOptions;
 use crate::stream::StreamEnv;
 
-/// Where committed result files go inside an `output.kind: files` location.
+/// Where committed result files (JSON lines) go inside an `output.kind: files` location.
 pub const RESULTS_DIR: &str = "results";
 
 /// Opens a storage location: `s3://bucket/prefix` (endpoint and credentials from `STROM_S3_ENDPOINT`
@@ -77,7 +77,7 @@ pub fn job_graph(spec: &JobSpec) -> Result<LogicalGraph> {
         OutputSpec::Print => JobOutput::Print,
         OutputSpec::Discard => JobOutput::Discard,
         OutputSpec::Files { path } => {
-            JobOutput::ExactlyOnce(ExactlyOnceFileSink::new(open_store(path)?, RESULTS_DIR).csv())
+            JobOutput::ExactlyOnce(ExactlyOnceFileSink::new(open_store(path)?, RESULTS_DIR))
         }
     };
     let env = StreamEnv::new(&spec.name, spec.engine.clone());
@@ -86,6 +86,7 @@ pub fn job_graph(spec: &JobSpec) -> Result<LogicalGraph> {
         seed: spec.seed,
         events_per_second: spec.events_per_second,
         rate_limit: spec.rate_limit,
+        sink_rate_limit: spec.sink_rate_limit,
     };
     jobs::build(&env, &spec.name, &args, &output)?;
     env.build()

@@ -71,6 +71,9 @@ pub struct JobArgs {
     pub events_per_second: u64,
     /// Records per second each source subtask emits at most (wall-clock); `None`: as fast as it can.
     pub rate_limit: Option<u64>,
+    /// Records per second each sink subtask accepts at most: a throttled sink behind a rebalance
+    /// (so that its backpressure crosses a network edge). `None`: as fast as it can.
+    pub sink_rate_limit: Option<u64>,
 }
 
 impl Default for JobArgs {
@@ -80,6 +83,7 @@ impl Default for JobArgs {
             seed: 0,
             events_per_second: NexmarkConfig::default().events_per_second,
             rate_limit: None,
+            sink_rate_limit: None,
         }
     }
 }
@@ -141,6 +145,19 @@ pub fn build(env: &StreamEnv, name: &str, args: &JobArgs, output: &JobOutput) ->
         "q5" => q5(env, args),
         "auction-stats" => auction_stats(env, args),
         _ => q7(env, args),
+    };
+    let result = match args.sink_rate_limit {
+        Some(rate) => {
+            let schema = result.schema().clone();
+            let per_row = std::time::Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+            result
+                .rebalance()
+                .map_batches("throttle", schema, move |batch| {
+                    std::thread::sleep(per_row * batch.num_rows() as u32);
+                    Ok(batch)
+                })
+        }
+        None => result,
     };
     match output {
         JobOutput::Print => result.sink(PrintSink),
