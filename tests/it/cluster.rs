@@ -137,8 +137,8 @@ impl Cluster {
     fn logs(&self) -> String {
         let mut out = String::new();
         for name in self.processes.keys() {
-            let text = std::fs::read_to_string(self.dir.join(format!("{name}.log")))
-                .unwrap_or_default();
+            let text =
+                std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(15).collect();
             out.push_str(&format!("\n--- {name}\n"));
             for l in tail.into_iter().rev() {
@@ -267,7 +267,10 @@ fn exactly_once_through_a_lost_taskmanager_and_a_lost_leader() {
         checkpoints_of(&leader, "job").filter(|c| c["completed"].as_u64() > Some(before))
     });
     let progress = job_of(&leader, "job").unwrap();
-    assert_ne!(progress["state"], "FINISHED", "the run ended too early to test a leader's loss");
+    assert_ne!(
+        progress["state"], "FINISHED",
+        "the run ended too early to test a leader's loss"
+    );
 
     // The leader dies: the standby takes the job over from the latest checkpoint.
     cluster.kill("jm-1");
@@ -296,4 +299,451 @@ fn exactly_once_through_a_lost_taskmanager_and_a_lost_leader() {
     );
     assert!(!expected.is_empty());
     eo::assert_same(&committed, &expected);
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+fn vertex<'a>(job: &'a Value, name_contains: &str) -> &'a Value {
+    job["vertices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"].as_str().unwrap().contains(name_contains))
+        .unwrap_or_else(|| panic!("no vertex '{name_contains}' in {job}"))
+}
+
+#[test]
+fn a_throttled_sink_bounds_what_is_in_flight_across_processes() {
+    let mut cluster = Cluster::new("backpressure");
+    let jm = cluster.jobmanager("jm", None, None);
+    cluster.taskmanager("tm-1", &[&jm], 1);
+    cluster.taskmanager("tm-2", &[&jm], 1);
+    let (capacity, batch, sink_rate) = (4u64, 1024u64, 20_000u64);
+    // q0 behind a throttled sink: a rebalance edge, half of whose channels cross processes.
+    let spec = json!({
+        "name": "q0",
+        "events": 1_000_000_000u64,
+        "sinkRateLimit": sink_rate,
+        "engine": {"parallelism": 2, "batchSize": batch, "channelCapacity": capacity},
+    });
+    cluster.until("the JobManager", LONG, || {
+        get(&format!("http://{}/v1/overview", jm.rest))
+    });
+    let (status, submitted) = post(&format!("http://{}/v1/jobs?id=bp", jm.rest), &spec);
+    assert_eq!(status, 201, "{submitted}");
+    cluster.until("the job to run on both TaskManagers", LONG, || {
+        job_of(&jm, "bp").filter(|j| {
+            j["state"] == "RUNNING" && j["taskmanagers"].as_array().is_some_and(|t| t.len() == 2)
+        })
+    });
+    let pids = [cluster.pid("jm"), cluster.pid("tm-1"), cluster.pid("tm-2")];
+    // What credit-based flow control allows in flight: 4 channels (2 x 2), each at most its
+    // producer's channel, the credits and the consumer's channel (3 x capacity batches) plus a
+    // batch held at each end, and a batch in each subtask; metrics of the two sides arrive in
+    // different heartbeats (200 ms apart at most), during which the sinks take 2 x rate x 0.2 s.
+    let bound = 4 * (3 * capacity + 2) * batch + 4 * batch + 2 * sink_rate / 5 * 2;
+    let mut first_rss: Option<Vec<u64>> = None;
+    let mut max_in_flight = 0;
+    let mut saw_backpressure = false;
+    let mut saw_credit_wait = false;
+    let mut sink_records = 0;
+    // 40 samples, half a second apart, after things settled.
+    std::thread::sleep(Duration::from_secs(2));
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(500));
+        let job = job_of(&jm, "bp").unwrap();
+        assert_eq!(job["state"], "RUNNING", "{job}");
+        let source = vertex(&job, "q0");
+        let sink = vertex(&job, "throttle");
+        let produced = source["recordsOut"].as_u64().unwrap();
+        sink_records = sink["recordsIn"].as_u64().unwrap();
+        max_in_flight = max_in_flight.max(produced.saturating_sub(sink_records));
+        saw_backpressure |= source["backpressure"].as_f64().unwrap() > 0.5;
+        saw_credit_wait |= job["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["creditWaitMs"].as_u64().unwrap() > 0);
+        let rss: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
+        if first_rss.is_none() {
+            first_rss = Some(rss.clone());
+        }
+        for (i, (now, first)) in rss.iter().zip(first_rss.as_ref().unwrap()).enumerate() {
+            assert!(
+                *now < first + 64 * 1024,
+                "process {i} grew from {first} KiB to {now} KiB under backpressure"
+            );
+        }
+    }
+    assert!(
+        max_in_flight <= bound,
+        "{max_in_flight} records in flight, flow control allows {bound}"
+    );
+    assert!(sink_records > 0, "the sink received nothing");
+    assert!(saw_backpressure, "the source never showed backpressure");
+    assert!(saw_credit_wait, "no remote channel ever waited for credit");
+    let metrics = agent()
+        .get(&format!("http://{}/metrics", jm.rest))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        metrics.contains("strom_vertex_backpressure_ratio{job=\"bp\""),
+        "{metrics}"
+    );
+    let (status, _) = post(&format!("http://{}/v1/jobs/bp/cancel", jm.rest), &json!({}));
+    assert_eq!(status, 202);
+    cluster.until("the job to be cancelled", LONG, || {
+        job_of(&jm, "bp").filter(|j| j["state"] == "CANCELED")
+    });
+}
+
+/// The OpenAPI document, and a validator of one operation's answers.
+struct Contract {
+    doc: Value,
+    called: std::collections::BTreeSet<(String, String)>,
+}
+
+impl Contract {
+    fn load() -> Self {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.yaml");
+        let doc: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        Self {
+            doc,
+            called: Default::default(),
+        }
+    }
+
+    /// Calls `method template` (with `path` filled in) and checks the answer against the
+    /// document: the status must be documented for the operation and the body must match its
+    /// schema. Returns (status, body).
+    fn call(
+        &mut self,
+        base: &str,
+        method: &str,
+        template: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let url = format!("http://{base}{path}");
+        let mut response = match (method, body) {
+            ("get", _) => agent().get(&url).call().unwrap(),
+            ("post", Some(b)) => agent().post(&url).send_json(b).unwrap(),
+            ("post", None) => agent().post(&url).send_empty().unwrap(),
+            _ => unreachable!(),
+        };
+        let status = response.status().as_u16();
+        let json: Value = response.body_mut().read_json().unwrap();
+        let operation = &self.doc["paths"][template][method];
+        assert!(
+            operation.is_object(),
+            "{method} {template} is not documented"
+        );
+        let schema =
+            &operation["responses"][status.to_string()]["content"]["application/json"]["schema"];
+        assert!(
+            schema.is_object(),
+            "{method} {path} answered {status}, which the document does not list: {json}"
+        );
+        let mut root = schema.clone();
+        root["components"] = self.doc["components"].clone();
+        let validator = jsonschema::validator_for(&root).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&json)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {path} ({status}) does not match the document: {errors:?}\n{json}"
+        );
+        self.called.insert((method.to_owned(), template.to_owned()));
+        (status, json)
+    }
+}
+
+#[test]
+fn the_rest_api_keeps_to_its_openapi_document() {
+    let mut cluster = Cluster::new("rest");
+    let jm = cluster.jobmanager("jm", None, None);
+    cluster.taskmanager("tm-1", &[&jm], 2);
+    let mut api = Contract::load();
+    let base = jm.rest.clone();
+    cluster.until("the JobManager", LONG, || {
+        get(&format!("http://{base}/v1/overview"))
+    });
+    cluster.until("the TaskManager to register", LONG, || {
+        get(&format!("http://{base}/v1/overview")).filter(|(_, o)| o["taskmanagers"] == 1)
+    });
+    let (_, overview) = api.call(&base, "get", "/v1/overview", "/v1/overview", None);
+    assert_eq!(overview["slotsTotal"], 2);
+    let (_, tms) = api.call(&base, "get", "/v1/taskmanagers", "/v1/taskmanagers", None);
+    assert_eq!(tms["taskmanagers"][0]["id"], "tm-1");
+
+    let storage = cluster.dir.join("checkpoints");
+    let spec = json!({
+        "name": "q5",
+        "events": 1_000_000_000u64,
+        "rateLimit": 20_000,
+        "engine": {"parallelism": 2, "batchSize": 512},
+        "checkpoints": {"storage": storage, "intervalMs": 200},
+    });
+    let (status, submitted) = api.call(&base, "post", "/v1/jobs", "/v1/jobs?id=q5", Some(&spec));
+    assert_eq!((status, submitted["id"].as_str()), (201, Some("q5")));
+    let (status, error) = api.call(&base, "post", "/v1/jobs", "/v1/jobs?id=q5", Some(&spec));
+    assert_eq!(status, 400, "a second job with the same id: {error}");
+    let mut bad = spec.clone();
+    bad["engine"]["parallelism"] = json!(0);
+    let (status, error) = api.call(&base, "post", "/v1/jobs", "/v1/jobs", Some(&bad));
+    assert_eq!(status, 400);
+    assert!(
+        error["error"].as_str().unwrap().contains("parallelism"),
+        "{error}"
+    );
+    let (status, _) = api.call(
+        &base,
+        "post",
+        "/v1/jobs",
+        "/v1/jobs",
+        Some(&json!({"nme": "q5"})),
+    );
+    assert_eq!(status, 400);
+
+    // Running, counting, checkpointing.
+    cluster.until("records and a checkpoint", LONG, || {
+        let job = job_of(&jm, "q5")?;
+        let checkpoints = checkpoints_of(&jm, "q5")?;
+        (job["state"] == "RUNNING"
+            && vertex(&job, "bids")["recordsOut"].as_u64() > Some(0)
+            && checkpoints["completed"].as_u64() > Some(0))
+        .then_some(())
+    });
+    let (_, job) = api.call(&base, "get", "/v1/jobs/{id}", "/v1/jobs/q5", None);
+    assert_eq!(job["parallelism"], 2);
+    assert!(
+        job["vertices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["parallelism"] == 2)
+    );
+    let (_, list) = api.call(&base, "get", "/v1/jobs", "/v1/jobs", None);
+    assert_eq!(list["jobs"][0]["state"], "RUNNING");
+    let (_, checkpoints) = api.call(
+        &base,
+        "get",
+        "/v1/jobs/{id}/checkpoints",
+        "/v1/jobs/q5/checkpoints",
+        None,
+    );
+    let first = &checkpoints["history"][0];
+    assert!(first["fullSize"].as_u64() > Some(0), "{checkpoints}");
+    assert!(
+        storage
+            .join(first["path"].as_str().unwrap())
+            .join("_metadata")
+            .exists()
+    );
+    let (_, config) = api.call(
+        &base,
+        "get",
+        "/v1/jobs/{id}/config",
+        "/v1/jobs/q5/config",
+        None,
+    );
+    assert_eq!(config["name"], "q5");
+    assert_eq!(config["engine"]["parallelism"], 2);
+    assert_eq!(config["rateLimit"], 20_000);
+
+    // A savepoint while it runs.
+    let (status, triggered) = api.call(
+        &base,
+        "post",
+        "/v1/jobs/{id}/savepoints",
+        "/v1/jobs/q5/savepoints",
+        Some(&json!({})),
+    );
+    assert_eq!(status, 202);
+    let request = triggered["requestId"].as_str().unwrap().to_owned();
+    let status_path = format!("/v1/jobs/q5/savepoints/{request}");
+    let savepoint = cluster.until("the savepoint", LONG, || {
+        get(&format!("http://{base}{status_path}")).filter(|(_, s)| s["status"] != "IN_PROGRESS")
+    });
+    assert_eq!(savepoint.1["status"], "COMPLETED", "{}", savepoint.1);
+    let (_, savepoint) = api.call(
+        &base,
+        "get",
+        "/v1/jobs/{id}/savepoints/{request}",
+        &status_path,
+        None,
+    );
+    let location = savepoint["location"].as_str().unwrap();
+    assert!(
+        storage.join(location).join("_metadata").exists(),
+        "{savepoint}"
+    );
+    let (status, _) = api.call(
+        &base,
+        "get",
+        "/v1/jobs/{id}/savepoints/{request}",
+        "/v1/jobs/q5/savepoints/999",
+        None,
+    );
+    assert_eq!(status, 404);
+
+    // Too few slots: the job waits, visibly; then it is cancelled.
+    let mut big = spec.clone();
+    big["engine"]["parallelism"] = json!(3);
+    big["checkpoints"] = Value::Null;
+    api.call(&base, "post", "/v1/jobs", "/v1/jobs?id=big", Some(&big));
+    let waiting = cluster.until("the big job to wait", LONG, || {
+        job_of(&jm, "big").filter(|j| j["state"] == "WAITING_FOR_RESOURCES")
+    });
+    assert!(
+        waiting["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs 3 slots"),
+        "{waiting}"
+    );
+    let (status, _) = api.call(
+        &base,
+        "post",
+        "/v1/jobs/{id}/savepoints",
+        "/v1/jobs/big/savepoints",
+        None,
+    );
+    assert_eq!(status, 409, "a savepoint of a job that does not run");
+    let (status, _) = api.call(
+        &base,
+        "post",
+        "/v1/jobs/{id}/cancel",
+        "/v1/jobs/big/cancel",
+        None,
+    );
+    assert_eq!(status, 202);
+    cluster.until("the big job to be cancelled", LONG, || {
+        job_of(&jm, "big").filter(|j| j["state"] == "CANCELED")
+    });
+    let (status, _) = api.call(
+        &base,
+        "post",
+        "/v1/jobs/{id}/cancel",
+        "/v1/jobs/big/cancel",
+        None,
+    );
+    assert_eq!(status, 409, "cancelling a cancelled job");
+    let (status, _) = api.call(
+        &base,
+        "post",
+        "/v1/jobs/{id}/stop",
+        "/v1/jobs/big/stop",
+        None,
+    );
+    assert_eq!(status, 409);
+
+    // Stop with a savepoint: the job finishes after it.
+    let (status, triggered) = api.call(
+        &base,
+        "post",
+        "/v1/jobs/{id}/stop",
+        "/v1/jobs/q5/stop",
+        None,
+    );
+    assert_eq!(status, 202);
+    let request = triggered["requestId"].as_str().unwrap().to_owned();
+    let stopped = cluster.until("the stop", LONG, || {
+        get(&format!("http://{base}/v1/jobs/q5/savepoints/{request}"))
+            .filter(|(_, s)| s["status"] != "IN_PROGRESS")
+    });
+    assert_eq!(stopped.1["status"], "COMPLETED", "{}", stopped.1);
+    assert_eq!(stopped.1["stop"], true);
+    cluster.until("the stopped job to finish", LONG, || {
+        job_of(&jm, "q5").filter(|j| j["state"] == "FINISHED")
+    });
+    let (_, checkpoints) = api.call(
+        &base,
+        "get",
+        "/v1/jobs/{id}/checkpoints",
+        "/v1/jobs/q5/checkpoints",
+        None,
+    );
+    let savepoints = checkpoints["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["savepoint"] == true)
+        .count();
+    assert_eq!(savepoints, 2, "{checkpoints}");
+
+    // Unknown jobs.
+    for (method, template, path) in [
+        ("get", "/v1/jobs/{id}", "/v1/jobs/nope"),
+        (
+            "get",
+            "/v1/jobs/{id}/checkpoints",
+            "/v1/jobs/nope/checkpoints",
+        ),
+        ("get", "/v1/jobs/{id}/config", "/v1/jobs/nope/config"),
+        ("post", "/v1/jobs/{id}/cancel", "/v1/jobs/nope/cancel"),
+        ("post", "/v1/jobs/{id}/stop", "/v1/jobs/nope/stop"),
+    ] {
+        let (status, _) = api.call(&base, method, template, path, None);
+        assert_eq!(status, 404, "{method} {path}");
+    }
+    let (_, overview) = api.call(&base, "get", "/v1/overview", "/v1/overview", None);
+    assert_eq!(
+        (
+            overview["jobsFinished"].as_u64(),
+            overview["jobsCancelled"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+
+    // Prometheus.
+    let metrics = agent()
+        .get(&format!("http://{base}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    for family in [
+        "strom_job_restarts_total",
+        "strom_checkpoints_completed_total",
+        "strom_checkpoints_failed_total",
+        "strom_checkpoint_last_duration_seconds",
+        "strom_checkpoint_last_size_bytes",
+        "strom_state_size_bytes",
+        "strom_vertex_records_out_per_second",
+        "strom_vertex_backpressure_ratio",
+    ] {
+        assert!(metrics.contains(family), "{family} missing from\n{metrics}");
+    }
+    api.called.insert(("get".into(), "/metrics".into()));
+
+    // Every documented operation was exercised.
+    let documented: std::collections::BTreeSet<(String, String)> = api.doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|m| *m == "get" || *m == "post")
+                .map(move |m| (m.clone(), path.clone()))
+        })
+        .collect();
+    let missed: Vec<_> = documented.difference(&api.called).collect();
+    assert!(missed.is_empty(), "not exercised: {missed:?}");
 }
