@@ -109,10 +109,10 @@ pub(crate) fn spawn_outbound(
     std::thread::Builder::new()
         .name("exchange-out".into())
         .spawn(move || {
-            if let Err(e) = outbound(&rt, client, id, &local, &stop, &stats) {
-                if !stop.load(Ordering::Relaxed) {
-                    tracing::warn!(channel = %stats.name, error = %e, "outbound channel broke");
-                }
+            if let Err(e) = outbound(&rt, client, id, &local, &stop, &stats)
+                && !stop.load(Ordering::Relaxed)
+            {
+                tracing::warn!(channel = %stats.name, error = %e, "outbound channel broke");
             }
             stats.closed.store(true, Ordering::Relaxed);
         })
