@@ -8,50 +8,52 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod cluster;
+
 use anyhow::{Context, bail};
 use clap::Parser;
 use serde::Deserialize;
 
 #[derive(Parser)]
 #[command(about = "Strom against Apache Flink, same jobs, same input, same machine")]
-struct Args {
+pub(crate) struct Args {
     /// Jobs to run (windowed-count, q0, q1, q2, q5, q7).
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "windowed-count,q0,q1,q2,q5,q7"
     )]
-    jobs: Vec<String>,
+    pub(crate) jobs: Vec<String>,
     /// Parallelism of both engines.
     #[arg(long, default_value_t = 2)]
-    parallelism: u32,
+    pub(crate) parallelism: u32,
     /// Input records for the windowed count.
     #[arg(long, default_value_t = 50_000_000)]
-    count_events: u64,
+    pub(crate) count_events: u64,
     /// Bids for the stateless Nexmark queries (q0, q1, q2).
     #[arg(long, default_value_t = 20_000_000)]
-    stateless_events: u64,
+    pub(crate) stateless_events: u64,
     /// Bids for the windowed Nexmark queries (q5, q7).
     #[arg(long, default_value_t = 10_000_000)]
-    windowed_events: u64,
+    pub(crate) windowed_events: u64,
     /// Nexmark event-time rate for both engines.
     #[arg(long, default_value_t = 1_000_000)]
-    events_per_second: u64,
+    pub(crate) events_per_second: u64,
     /// Flink's state backend.
     #[arg(long, default_value = "heap")]
-    flink_state: String,
+    pub(crate) flink_state: String,
     /// Strom's state backend (hashmap or rocksdb).
     #[arg(long, default_value = "hashmap")]
-    strom_state: String,
+    pub(crate) strom_state: String,
     /// What to measure.
     #[arg(long, value_enum, default_value = "compare")]
-    mode: Mode,
+    pub(crate) mode: Mode,
     /// Checkpoint interval of the checkpoint modes.
     #[arg(long, default_value_t = 1000)]
-    checkpoint_interval_ms: u64,
+    pub(crate) checkpoint_interval_ms: u64,
     /// The strom binary (default: next to this one).
     #[arg(long)]
-    strom: Option<PathBuf>,
+    pub(crate) strom: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,6 +65,9 @@ enum Mode {
     /// The running count (state growing with the input) on RocksDB with checkpoints: each
     /// checkpoint's uploaded and total size.
     Incremental,
+    /// Each job on a JobManager and two TaskManager processes (the distributed runtime over
+    /// loopback) against the embedded runtime and against Flink.
+    Cluster,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,7 +79,7 @@ struct Checkpoint {
 }
 
 #[derive(Debug, Deserialize)]
-struct RunResult {
+pub(crate) struct RunResult {
     events: u64,
     seconds: f64,
     events_per_sec: f64,
@@ -87,7 +92,7 @@ struct RunResult {
     checkpoints_failed: u64,
 }
 
-fn run_json(command: &mut Command, what: &str) -> anyhow::Result<RunResult> {
+pub(crate) fn run_json(command: &mut Command, what: &str) -> anyhow::Result<RunResult> {
     let output = command
         .output()
         .with_context(|| format!("starting {what}"))?;
@@ -125,6 +130,7 @@ fn main() -> anyhow::Result<()> {
         Mode::Compare => {}
         Mode::CheckpointOverhead => return checkpoint_overhead(&args, &strom),
         Mode::Incremental => return incremental(&args, &strom),
+        Mode::Cluster => return cluster::compare(&args, &strom, &flink),
     }
     println!(
         "{:<15} {:>11} {:>14} {:>14} {:>7} {:>11} {:>11} {:>9}",
@@ -196,7 +202,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn events_for(args: &Args, job: &str) -> u64 {
+pub(crate) fn events_for(args: &Args, job: &str) -> u64 {
     match job {
         "windowed-count" => args.count_events,
         "q5" | "q7" => args.windowed_events,
@@ -204,7 +210,7 @@ fn events_for(args: &Args, job: &str) -> u64 {
     }
 }
 
-fn strom_run(
+pub(crate) fn strom_run(
     args: &Args,
     strom: &Path,
     job: &str,
