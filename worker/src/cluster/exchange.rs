@@ -75,7 +75,7 @@ pub(crate) fn decode(kind: Kind) -> Result<Message> {
                 arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(b.ipc), None)?;
             match reader.next() {
                 Some(batch) => Message::Data(batch?),
-                None => return Err(Error::Storage("an empty batch frame".into())),
+                None => return Err(Error::Cluster("an empty batch frame".into())),
             }
         }
         Kind::Watermark(w) => Message::Watermark(w),
@@ -127,7 +127,7 @@ fn outbound(
     stop: &AtomicBool,
     stats: &ChannelStats,
 ) -> Result<()> {
-    let broken = |e: &dyn std::fmt::Display| Error::Storage(format!("exchange: {e}"));
+    let broken = |e: &dyn std::fmt::Display| Error::Cluster(format!("exchange: {e}"));
     let (frames, frames_rx) = tokio::sync::mpsc::channel::<DataFrame>(2);
     frames
         .blocking_send(DataFrame {
@@ -211,7 +211,7 @@ pub(crate) fn inbound(
             Ok(Ok(Some(frame))) => frame,
             Ok(Ok(None)) => return Ok(()),
             Ok(Err(status)) => {
-                return Err(Error::Storage(format!(
+                return Err(Error::Cluster(format!(
                     "exchange stream broke: {}",
                     status.message()
                 )));

@@ -210,7 +210,7 @@ pub async fn run(config: JobManagerConfig) -> Result<()> {
                     super::ha::acquire(&dir, &info, Duration::from_millis(100))
                 })
                 .await
-                .map_err(|e| Error::Storage(format!("leader election: {e}")))??,
+                .map_err(|e| Error::Cluster(format!("leader election: {e}")))??,
             )
         }
         None => None,
@@ -228,7 +228,7 @@ pub async fn run(config: JobManagerConfig) -> Result<()> {
     let rpc: std::net::SocketAddr = config
         .rpc_address
         .parse()
-        .map_err(|e| Error::Storage(format!("rpcAddress: {e}")))?;
+        .map_err(|e| Error::Cluster(format!("rpcAddress: {e}")))?;
     let rpc_listener = tokio::net::TcpListener::bind(rpc)
         .await
         .map_err(|e| Error::io(format!("listening on {rpc}"), e))?;
@@ -250,7 +250,7 @@ pub async fn run(config: JobManagerConfig) -> Result<()> {
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(rpc_listener));
     let rest = super::rest::serve(rest_listener, jm.clone());
     tokio::select! {
-        r = server => r.map_err(|e| Error::Storage(format!("the RPC server stopped: {e}"))),
+        r = server => r.map_err(|e| Error::Cluster(format!("the RPC server stopped: {e}"))),
         r = rest => r.map_err(|e| Error::io("the REST server stopped", e)),
     }
 }
@@ -620,7 +620,7 @@ impl JobManager {
         for tm in &taskmanagers {
             let address = self
                 .address(tm)
-                .ok_or_else(|| Error::Storage(format!("TaskManager {tm} is gone")))?;
+                .ok_or_else(|| Error::Cluster(format!("TaskManager {tm} is gone")))?;
             addresses.insert(tm.clone(), address);
         }
         // The coordinator first, so that no report of the new attempt is lost.
@@ -672,7 +672,7 @@ impl JobManager {
         for tm in &taskmanagers {
             let mut client = self
                 .client(tm)
-                .ok_or_else(|| Error::Storage(format!("TaskManager {tm} is gone")))?;
+                .ok_or_else(|| Error::Cluster(format!("TaskManager {tm} is gone")))?;
             let request = proto::DeployRequest {
                 session: self.session.clone(),
                 job_id: job.id.clone(),
@@ -689,7 +689,7 @@ impl JobManager {
                     self.taskmanagers.lock().remove(tm);
                 }
                 // Hand the coordinator back so that stop_attempt can end it.
-                return Err(Error::Storage(format!(
+                return Err(Error::Cluster(format!(
                     "TaskManager {tm} refused the deployment: {}",
                     e.message()
                 )))
@@ -1064,7 +1064,7 @@ impl JobMaster {
             .spawn(move || {
                 let result = answer
                     .recv()
-                    .unwrap_or_else(|_| Err(Error::Storage("the attempt ended".into())));
+                    .unwrap_or_else(|_| Err(Error::Cluster("the attempt ended".into())));
                 let mut s = job.savepoints.lock();
                 if let Some(entry) = s.get_mut(&id) {
                     match result {

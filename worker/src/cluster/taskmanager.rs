@@ -125,7 +125,7 @@ pub async fn run(config: TaskManagerConfig) -> Result<()> {
     let addr: std::net::SocketAddr = config
         .rpc_address
         .parse()
-        .map_err(|e| Error::Storage(format!("rpcAddress: {e}")))?;
+        .map_err(|e| Error::Cluster(format!("rpcAddress: {e}")))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::io(format!("listening on {addr}"), e))?;
@@ -149,8 +149,8 @@ pub async fn run(config: TaskManagerConfig) -> Result<()> {
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
     let membership = tokio::spawn(membership(tm.clone()));
     tokio::select! {
-        r = server => r.map_err(|e| Error::Storage(format!("the RPC server stopped: {e}"))),
-        r = membership => r.map_err(|e| Error::Storage(format!("the heartbeat loop stopped: {e}"))),
+        r = server => r.map_err(|e| Error::Cluster(format!("the RPC server stopped: {e}"))),
+        r = membership => r.map_err(|e| Error::Cluster(format!("the heartbeat loop stopped: {e}"))),
     }
 }
 
@@ -169,7 +169,7 @@ fn hostname() -> String {
 fn connect_lazy(address: &str) -> Result<Channel> {
     Ok(
         tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| Error::Storage(format!("address {address}: {e}")))?
+            .map_err(|e| Error::Cluster(format!("address {address}: {e}")))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .connect_lazy(),
@@ -539,7 +539,7 @@ impl TaskManager {
                     task_report::Kind::SourceFinished(proto::Empty {}),
                 ),
                 Report::Savepoint { reply, .. } => {
-                    let _ = reply.send(Err(Error::Storage(
+                    let _ = reply.send(Err(Error::Cluster(
                         "savepoints are requested from the JobManager".into(),
                     )));
                 }
@@ -724,6 +724,14 @@ impl TaskManagerRpc for Service {
         request: Request<proto::DeployRequest>,
     ) -> std::result::Result<Response<proto::Empty>, Status> {
         let request = request.into_inner();
+        // A new leader may deploy as soon as it has our registration, before its answer (and
+        // so its session) has reached us.
+        for _ in 0..50 {
+            if self.0.check_session(&request.session).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         self.0.check_session(&request.session)?;
         let tm = self.0.clone();
         tokio::task::spawn_blocking(move || tm.deploy(request))

@@ -159,14 +159,17 @@ pub fn build(env: &StreamEnv, name: &str, args: &JobArgs, output: &JobOutput) ->
         }
         None => result,
     };
-    match output {
+    let sink = match output {
         JobOutput::Print => result.sink(PrintSink),
         JobOutput::Discard => result.sink(DiscardSink::new()),
         JobOutput::Collect(c) => result.sink(c.clone()),
         JobOutput::Checksum(c) => result.sink(c.clone()),
         JobOutput::ExactlyOnce(s) => result.sink(s.clone()),
+    };
+    if canonical(name)? == "auction-stats" {
+        // Stable uids: its state must survive restarts of changed builds.
+        sink.uid("sink");
     }
-    .uid("sink");
     Ok(())
 }
 
@@ -192,7 +195,6 @@ fn bids(env: &StreamEnv, args: &JobArgs) -> DataStream {
         bid_source(args),
         Some(WatermarkStrategy::ascending("date_time")),
     )
-    .uid("bids")
 }
 
 /// Per auction and 10 s tumbling window, the number of bids and the highest price, joined in the
@@ -201,6 +203,7 @@ fn bids(env: &StreamEnv, args: &JobArgs) -> DataStream {
 fn auction_stats(env: &StreamEnv, args: &JobArgs) -> DataStream {
     let window = || WindowAssigner::tumbling(Duration::from_secs(10));
     let counts = bids(env, args)
+        .uid("bids")
         .select(&["auction", "price", "date_time"])
         .key_by(&["auction"])
         .window(window())
