@@ -112,15 +112,19 @@ impl Cluster {
         addr
     }
 
-    fn taskmanager(&mut self, id: &str, jobmanagers: &[&JobManagerAddr], slots: u32) {
+    /// Starts a TaskManager; returns the address of its `/metrics`.
+    fn taskmanager(&mut self, id: &str, jobmanagers: &[&JobManagerAddr], slots: u32) -> String {
+        let metrics = format!("127.0.0.1:{}", free_port());
         let config = json!({
             "id": id,
             "rpcAddress": format!("127.0.0.1:{}", free_port()),
+            "metricsAddress": metrics,
             "slots": slots,
             "jobmanagers": jobmanagers.iter().map(|j| j.rpc.clone()).collect::<Vec<_>>(),
             "localDir": self.dir.join(format!("{id}-local")),
         });
         self.spawn(id, "taskmanager", &serde_yaml::to_string(&config).unwrap());
+        metrics
     }
 
     /// SIGKILL: no chance to clean up.
@@ -323,7 +327,7 @@ fn vertex<'a>(job: &'a Value, name_contains: &str) -> &'a Value {
 fn a_throttled_sink_bounds_what_is_in_flight_across_processes() {
     let mut cluster = Cluster::new("backpressure");
     let jm = cluster.jobmanager("jm", None, None);
-    cluster.taskmanager("tm-1", &[&jm], 1);
+    let tm_metrics = cluster.taskmanager("tm-1", &[&jm], 1);
     cluster.taskmanager("tm-2", &[&jm], 1);
     let (capacity, batch, sink_rate) = (4u64, 1024u64, 5_000u64);
     // q0 behind a throttled sink: a rebalance edge, half of whose channels cross processes.
@@ -400,6 +404,24 @@ fn a_throttled_sink_bounds_what_is_in_flight_across_processes() {
         metrics.contains("strom_vertex_backpressure_ratio{job=\"bp\""),
         "{metrics}"
     );
+    let text = |url: String| {
+        agent()
+            .get(&url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    };
+    let tm = text(format!("http://{tm_metrics}/metrics"));
+    for family in [
+        "strom_records_out_total{job=\"bp\",vertex=\"q0\"",
+        "strom_backpressured_seconds_total{job=\"bp\"",
+        "strom_channel_credit_wait_seconds_total{channel=\"bp/1/",
+        "strom_task_slots{taskmanager=\"tm-1\"} 1",
+    ] {
+        assert!(tm.contains(family), "{family} missing from\n{tm}");
+    }
     let (status, _) = post(&format!("http://{}/v1/jobs/bp/cancel", jm.rest), &json!({}));
     assert_eq!(status, 202);
     cluster.until("the job to be cancelled", LONG, || {
@@ -745,4 +767,56 @@ fn the_rest_api_keeps_to_its_openapi_document() {
         .collect();
     let missed: Vec<_> = documented.difference(&api.called).collect();
     assert!(missed.is_empty(), "not exercised: {missed:?}");
+}
+
+#[test]
+fn a_bad_configuration_is_refused_at_start_with_the_reason() {
+    let dir = eo::temp_dir("cluster-config");
+    let cases = [
+        ("taskmanager", "slots: 2\n", "jobmanagers"),
+        (
+            "taskmanager",
+            "jobmanagers: [127.0.0.1:1]\nslots: 0\n",
+            "slots",
+        ),
+        (
+            "taskmanager",
+            "jobmanagers: [127.0.0.1:1]\nslot: 2\n",
+            "unknown field `slot`",
+        ),
+        (
+            "jobmanager",
+            "restAddress: localhost\n",
+            "restAddress 'localhost'",
+        ),
+        (
+            "jobmanager",
+            "job: {name: q5, engine: {parallelism: 0}}\n",
+            "parallelism",
+        ),
+    ];
+    for (i, (role, yaml, reason)) in cases.into_iter().enumerate() {
+        let file = dir.join(format!("{i}.yaml"));
+        std::fs::write(&file, yaml).unwrap();
+        let out = Command::new(strom_binary())
+            .arg(role)
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{role} started with {yaml}");
+        assert!(stderr.contains(reason), "{role} with {yaml}: {stderr}");
+    }
+    // The environment overrides the file: a valid file made invalid by a variable.
+    let file = dir.join("env.yaml");
+    std::fs::write(&file, "jobmanagers: [127.0.0.1:1]\n").unwrap();
+    let out = Command::new(strom_binary())
+        .args(["taskmanager", "--config"])
+        .arg(&file)
+        .env("STROM_SLOTS", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("slots must be at least 1"));
 }
