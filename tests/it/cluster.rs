@@ -621,7 +621,8 @@ fn the_rest_api_keeps_to_its_openapi_document() {
     );
     assert_eq!(status, 404);
 
-    // Too few slots: the job waits, visibly; then it is cancelled.
+    // Too few slots: the job waits, visibly, until a TaskManager brings them; then it is
+    // cancelled.
     let mut big = spec.clone();
     big["engine"]["parallelism"] = json!(3);
     big["checkpoints"] = Value::Null;
@@ -644,6 +645,12 @@ fn the_rest_api_keeps_to_its_openapi_document() {
         None,
     );
     assert_eq!(status, 409, "a savepoint of a job that does not run");
+    // Slots arrive: it runs.
+    cluster.taskmanager("tm-2", &[&jm], 3);
+    let big = cluster.until("the big job to run", LONG, || {
+        job_of(&jm, "big").filter(|j| j["state"] == "RUNNING")
+    });
+    assert_eq!(big["taskmanagers"], json!(["tm-2"]), "{big}");
     let (status, _) = api.call(
         &base,
         "post",
