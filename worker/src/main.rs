@@ -12,7 +12,7 @@ use strom::checkpoint::alignment::Mode;
 use strom::checkpoint::coordinator::CheckpointConfig;
 use strom::checkpoint::storage::SnapshotRef;
 use strom::checkpoint::store::{CheckpointStore, LocalStore};
-use strom::cluster::config::{JobManagerConfig, TaskManagerConfig};
+use strom::cluster::config::{JobManagerConfig, RoleConfig, TaskManagerConfig};
 use strom::jobs::{self, JobArgs, JobOutput};
 use strom::plan::physical;
 use strom::runtime::checkpointing::{CheckpointOptions, CheckpointStats};

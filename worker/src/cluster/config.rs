@@ -127,23 +127,8 @@ const TM_ENV: &[(&str, &[&str])] = &[
     ("STROM_LOCAL_DIR", &["localDir"]),
 ];
 
-impl JobManagerConfig {
-    /// Reads `file` (if any), applies the environment, and checks the result.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let config: Self = load(file, JM_ENV, std::env::vars())?;
-        config.check()?;
-        Ok(config)
-    }
-
-    /// From YAML text and explicit environment (tests).
-    pub fn from_parts(
-        yaml: &str,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
-        let config: Self = overlay(yaml, "the configuration", JM_ENV, env)?;
-        config.check()?;
-        Ok(config)
-    }
+impl RoleConfig for JobManagerConfig {
+    const ENV: &'static [(&'static str, &'static [&'static str])] = JM_ENV;
 
     fn check(&self) -> Result<(), ConfigError> {
         address("rpcAddress", &self.rpc_address)?;
@@ -176,32 +161,10 @@ impl JobManagerConfig {
         }
         Ok(())
     }
-
-    /// The gRPC address TaskManagers use.
-    pub fn advertised(&self) -> &str {
-        self.advertised_address
-            .as_deref()
-            .unwrap_or(&self.rpc_address)
-    }
 }
 
-impl TaskManagerConfig {
-    /// Reads `file` (if any), applies the environment, and checks the result.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let config: Self = load(file, TM_ENV, std::env::vars())?;
-        config.check()?;
-        Ok(config)
-    }
-
-    /// From YAML text and explicit environment (tests).
-    pub fn from_parts(
-        yaml: &str,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
-        let config: Self = overlay(yaml, "the configuration", TM_ENV, env)?;
-        config.check()?;
-        Ok(config)
-    }
+impl RoleConfig for TaskManagerConfig {
+    const ENV: &'static [(&'static str, &'static [&'static str])] = TM_ENV;
 
     fn check(&self) -> Result<(), ConfigError> {
         address("rpcAddress", &self.rpc_address)?;
@@ -224,12 +187,49 @@ impl TaskManagerConfig {
         }
         Ok(())
     }
+}
 
+impl JobManagerConfig {
+    /// The gRPC address TaskManagers use.
+    pub fn advertised(&self) -> &str {
+        self.advertised_address
+            .as_deref()
+            .unwrap_or(&self.rpc_address)
+    }
+}
+
+impl TaskManagerConfig {
     /// The gRPC address other processes use.
     pub fn advertised(&self) -> &str {
         self.advertised_address
             .as_deref()
             .unwrap_or(&self.rpc_address)
+    }
+}
+
+/// What both roles' configurations share: how they are read and checked.
+pub trait RoleConfig: DeserializeOwned {
+    /// Environment variables the role reads, and the (possibly nested) key each sets.
+    const ENV: &'static [(&'static str, &'static [&'static str])];
+
+    /// Whether the values make sense together (beyond their types).
+    fn check(&self) -> Result<(), ConfigError>;
+
+    /// Reads `file` (if any), applies the process's environment, and checks the result.
+    fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let config: Self = load(file, Self::ENV, std::env::vars())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// From YAML text and explicit environment (tests).
+    fn from_parts(
+        yaml: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let config: Self = overlay(yaml, "the configuration", Self::ENV, env)?;
+        config.check()?;
+        Ok(config)
     }
 }
 
