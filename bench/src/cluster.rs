@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use super::{Args, events_for, run_json, strom_run};
+use super::{Args, events_for, run_json, strom_run_to};
 
 struct Processes(Vec<Child>);
 
@@ -135,7 +135,9 @@ pub(crate) fn compare(args: &Args, strom: &Path, flink: &Path) -> anyhow::Result
     );
     for (n, job) in args.jobs.iter().enumerate() {
         let events = events_for(args, job);
-        let embedded = strom_run(args, strom, job, None)?;
+        // Both Strom runs discard their results (the cluster has no checksum sink across
+        // processes); Flink computes its checksum as in the compare mode.
+        let embedded = strom_run_to(args, strom, job, None, "discard")?;
 
         let mut spec = json!({
             "name": job,
@@ -197,7 +199,7 @@ pub(crate) fn compare(args: &Args, strom: &Path, flink: &Path) -> anyhow::Result
         );
     }
     println!(
-        "(parallelism {}: the cluster spreads it over 2 TaskManager processes, one subtask of each vertex per process, so every keyed or rebalanced edge crosses loopback gRPC for half its records; cluster time runs from REST submission to FINISHED; TM peak is the larger TaskManager's high-water mark so far)",
+        "(parallelism {}: the cluster spreads it over 2 TaskManager processes, one subtask of each vertex per process, so every keyed or rebalanced edge crosses loopback gRPC for half its records; cluster time runs from REST submission to FINISHED; both Strom runs discard their results, Flink checksums them; TM peak is the larger TaskManager's high-water mark so far)",
         args.parallelism
     );
     Ok(())

@@ -216,8 +216,19 @@ pub(crate) fn strom_run(
     job: &str,
     checkpoint_dir: Option<&Path>,
 ) -> anyhow::Result<RunResult> {
+    strom_run_to(args, strom, job, checkpoint_dir, "checksum")
+}
+
+/// [`strom_run`] with another `--output`.
+pub(crate) fn strom_run_to(
+    args: &Args,
+    strom: &Path,
+    job: &str,
+    checkpoint_dir: Option<&Path>,
+    output: &str,
+) -> anyhow::Result<RunResult> {
     let mut s = Command::new(strom);
-    s.args(["run", job, "--output", "checksum", "--json", "--quiet"]);
+    s.args(["run", job, "--output", output, "--json", "--quiet"]);
     s.args(["--state-backend", &args.strom_state]);
     s.arg("--events").arg(events_for(args, job).to_string());
     s.arg("--parallelism").arg(args.parallelism.to_string());

@@ -91,6 +91,12 @@ pub(crate) fn decode(kind: Kind) -> Result<Message> {
     })
 }
 
+/// HTTP/2 flow-control windows of the data plane. Credits already bound what is in flight; the
+/// windows only need to be large enough that HTTP/2 never stalls a batch frame (the default 64 KiB
+/// window is smaller than one batch, which would cost a round trip per batch).
+pub const STREAM_WINDOW: u32 = 16 << 20;
+pub const CONNECTION_WINDOW: u32 = 64 << 20;
+
 /// Largest gRPC message either side accepts (a batch frame).
 pub const MAX_FRAME: usize = 256 << 20;
 

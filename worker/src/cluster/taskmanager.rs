@@ -145,6 +145,9 @@ pub async fn run(config: TaskManagerConfig) -> Result<()> {
         .max_decoding_message_size(MAX_FRAME)
         .max_encoding_message_size(MAX_FRAME);
     let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(exchange::STREAM_WINDOW)
+        .initial_connection_window_size(exchange::CONNECTION_WINDOW)
         .add_service(service)
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
     let membership = tokio::spawn(membership(tm.clone()));
@@ -172,6 +175,8 @@ fn connect_lazy(address: &str) -> Result<Channel> {
             .map_err(|e| Error::Cluster(format!("address {address}: {e}")))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
+            .initial_stream_window_size(exchange::STREAM_WINDOW)
+            .initial_connection_window_size(exchange::CONNECTION_WINDOW)
             .connect_lazy(),
     )
 }
