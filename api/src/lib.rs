@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod crd;
 pub mod job;
 pub use job::{CheckpointMode, CheckpointSpec, JobSpec, JobSpecError, OutputSpec, RestartSpec};
 

@@ -2,6 +2,7 @@
 //! process kubelet, an S3 server and a Kafka broker. Starts the test bed when none is running.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::type_complexity)]
 mod checkpoints;
+mod crd;
 mod kafka;
 mod kubelet;
 mod s3;
