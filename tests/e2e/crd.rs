@@ -4,14 +4,14 @@
 //! the scale subresource to the job's parallelism, and the CEL rules hold there too.
 
 use std::path::Path;
-use std::process::Command;
-
-use strom_tests::testbed::{TestBed, run_ok};
+use strom_tests::testbed::{TestBed, output_with_stdin, run_ok};
 
 fn apply(bed: &TestBed, namespace: &str, manifest: &str) -> (bool, String) {
-    let mut cmd = bed.kubectl();
-    cmd.args(["apply", "--server-side", "-n", namespace, "-f", "-"]);
-    let out = stdin(cmd, manifest);
+    let out = output_with_stdin(
+        bed.kubectl()
+            .args(["apply", "--server-side", "-n", namespace, "-f", "-"]),
+        manifest,
+    );
     (
         out.status.success(),
         format!(
@@ -20,23 +20,6 @@ fn apply(bed: &TestBed, namespace: &str, manifest: &str) -> (bool, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
-}
-
-fn stdin(mut cmd: Command, input: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 fn job(name: &str, spec: &str) -> String {

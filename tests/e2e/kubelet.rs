@@ -902,22 +902,7 @@ spec:
               message: minReplicas must not exceed replicas
 "#;
     let apply = |yaml: &str| {
-        let mut child = bed
-            .kubectl()
-            .args(["apply", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(yaml.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        strom_tests::testbed::output_with_stdin(bed.kubectl().args(["apply", "-f", "-"]), yaml)
     };
     let out = apply(crd);
     assert!(

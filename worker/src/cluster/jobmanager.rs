@@ -32,7 +32,7 @@ use super::metrics::{Family, Source};
 use super::proto::job_manager_server::{JobManager as JobManagerRpc, JobManagerServer};
 use super::proto::task_manager_client::TaskManagerClient;
 use super::proto::{self, task_report};
-use super::{checkpoint_options, job_graph, open_store, restore_from};
+use super::{checkpoint_options, job_graph, restore_from};
 use crate::checkpoint::storage::{
     LoadedSnapshot, SnapshotWriter, UploadedState, latest_checkpoint,
 };
@@ -1321,14 +1321,4 @@ impl JobManagerRpc for Service {
         self.0.on_report(report)?;
         Ok(Response::new(proto::Empty {}))
     }
-}
-
-/// Opens the job's checkpoint storage (for tools and tests that read what a job wrote).
-pub fn job_store(
-    spec: &JobSpec,
-) -> Result<Option<Arc<dyn crate::checkpoint::store::CheckpointStore>>> {
-    spec.checkpoints
-        .as_ref()
-        .map(|c| open_store(&c.storage))
-        .transpose()
 }
