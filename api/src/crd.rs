@@ -72,10 +72,24 @@ pub struct FlinkJobSpec {
     pub task_manager: TaskManagerSection,
     /// Free-form engine settings passed to the job (batchSize, channelCapacity, stateBackend, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "free_form")]
     pub engine: BTreeMap<String, serde_json::Value>,
     /// Changing it restarts the job (with its upgrade mode) without any other change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_nonce: Option<i64>,
+    /// Seconds any phase (deploying, a savepoint, stopping, suspending) may take; past it the
+    /// resource is `Stalled` with the reason.
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub progress_deadline_seconds: i64,
+    /// When an upgrade does not get its job running within the deadline, run the last spec that
+    /// did again, from the snapshot the upgrade took.
+    #[serde(default)]
+    pub rollback_on_failure: bool,
+}
+
+fn default_progress_deadline() -> i64 {
+    300
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -92,8 +106,9 @@ pub struct JobSection {
     /// A job built into the image (`strom jobs`).
     #[schemars(length(min = 1))]
     pub name: String,
-    /// Arguments of the built-in job (events, seed, eventsPerSecond, rateLimit, ...).
+    /// Arguments of the built-in job (events, seed, eventsPerSecond, rateLimit, output, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "free_form")]
     pub args: BTreeMap<String, serde_json::Value>,
     #[schemars(range(min = 1, max = 32768))]
     pub parallelism: i32,
@@ -315,6 +330,87 @@ pub struct FlinkJobStatus {
     pub last_rescale_downtime_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The run the operator deployed (each upgrade, rescale or resume is a new run with a new
+    /// job id and checkpoint prefix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunStatus>,
+    /// Runs started so far (numbers the job ids).
+    #[serde(default)]
+    pub runs: i64,
+    /// A change being carried out: which, and how far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeStatus>,
+    /// A periodic savepoint the JobManager is taking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_savepoint: Option<PendingSavepoint>,
+    /// What the job resumes from when it is resumed (set when it is suspended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_from: Option<String>,
+    /// The spec of the last run that reached RUNNING (for `rollbackOnFailure`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form")]
+    pub last_stable_spec: Option<serde_json::Value>,
+}
+
+/// One deployment of the job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunStatus {
+    /// The job id (also the name of its checkpoint prefix).
+    pub job_id: String,
+    /// Hash of the spec this run deploys; a spec with another hash is an upgrade.
+    pub spec_hash: String,
+    pub parallelism: i32,
+    /// When the run was deployed (RFC 3339).
+    pub started_at: String,
+    /// When the job was first seen RUNNING.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_at: Option<String>,
+    /// The snapshot it restored (`<storage>#<dir>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<String>,
+    /// Set when this run is a rollback: the spec hash that failed (not retried until the spec
+    /// changes again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_from: Option<String>,
+    /// The spec this run deploys.
+    #[schemars(schema_with = "free_form")]
+    pub spec: serde_json::Value,
+}
+
+/// A change in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeStatus {
+    /// upgrade, rescale, restart, suspend or delete.
+    pub kind: String,
+    /// How the state carries over: stateless, savepoint or last-state.
+    pub mode: UpgradeMode,
+    /// stopping, then deploying.
+    pub phase: String,
+    /// When it began (RFC 3339).
+    pub started_at: String,
+    /// When the current phase began.
+    pub phase_started_at: String,
+    /// The stop-with-savepoint request, once triggered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// When the old job was seen stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
+    /// What the next run restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<String>,
+    pub from_parallelism: i32,
+}
+
+/// A savepoint being taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingSavepoint {
+    pub request_id: String,
+    pub job_id: String,
+    pub triggered_at: String,
 }
 
 /// A kstatus condition.
