@@ -222,7 +222,11 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Jobmanager(role) => {
             let config = JobManagerConfig::load(role.config.as_deref())?;
-            service_runtime()?.block_on(strom::cluster::jobmanager::run(config))?;
+            let runtime = service_runtime()?;
+            let result = runtime.block_on(strom::cluster::jobmanager::run(config));
+            // Job masters may still be blocked on the runtime (leadership lost): don't wait.
+            runtime.shutdown_background();
+            result?;
             Ok(())
         }
         Command::Taskmanager(role) => {

@@ -382,6 +382,58 @@ pub fn latest_checkpoint(store: &Arc<dyn CheckpointStore>) -> Result<Option<Snap
     }))
 }
 
+/// The directory name that, in `restoreFrom`, stands for the newest complete checkpoint of a
+/// storage.
+pub const LATEST: &str = "latest";
+
+/// The snapshot `dir` names in `store`: [`LATEST`] is the newest complete checkpoint at the time
+/// of the call (an error naming `storage` if there is none), anything else the directory itself.
+pub fn resolve_snapshot(
+    store: &Arc<dyn CheckpointStore>,
+    storage: &str,
+    dir: &str,
+) -> Result<SnapshotRef> {
+    if dir.trim_end_matches('/') != LATEST {
+        return Ok(SnapshotRef {
+            store: store.clone(),
+            dir: dir.to_owned(),
+        });
+    }
+    latest_checkpoint(store)?
+        .ok_or_else(|| Error::Restore(format!("no complete checkpoint in {storage}")))
+}
+
+/// The kind recorded in `dir`'s `_metadata`; `None` if there is none. Reads only the kind, so that
+/// snapshots of another format version are recognised too.
+pub fn snapshot_kind(store: &dyn CheckpointStore, dir: &str) -> Result<Option<SnapshotKind>> {
+    #[derive(Deserialize)]
+    struct Kind {
+        kind: SnapshotKind,
+    }
+    let Some(bytes) = store.get(&join(dir, METADATA))? else {
+        return Ok(None);
+    };
+    let kind: Kind = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Storage(format!("{dir}/{METADATA} is not snapshot metadata: {e}")))?;
+    Ok(Some(kind.kind))
+}
+
+/// Deletes the snapshot in `dir`: `_metadata` first, so that it stops being restorable before
+/// anything it holds disappears, then every other object under `dir`. Returns how many objects
+/// were deleted. Checks nothing: callers decide what may be disposed of.
+pub fn dispose_snapshot(store: &dyn CheckpointStore, dir: &str) -> Result<usize> {
+    let dir = dir.trim_end_matches('/');
+    let keys = store.list(&format!("{dir}/"))?;
+    let metadata = join(dir, METADATA);
+    store.delete(&metadata)?;
+    let mut count = usize::from(keys.contains(&metadata));
+    for key in keys.iter().filter(|k| **k != metadata) {
+        store.delete(key)?;
+        count += 1;
+    }
+    Ok(count)
+}
+
 /// A snapshot read back: its metadata and every subtask state by operator uid.
 #[derive(Debug)]
 pub struct LoadedSnapshot {
@@ -456,4 +508,79 @@ pub fn copy_snapshot(from: &SnapshotRef, to: &SnapshotRef) -> Result<()> {
         to.store.put(&join(&to.dir, relative), &bytes)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::store::LocalStore;
+
+    fn store(name: &str) -> (std::path::PathBuf, Arc<dyn CheckpointStore>) {
+        let dir = std::env::temp_dir().join(format!("strom-storage-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        (dir.clone(), Arc::new(LocalStore::new(dir)))
+    }
+
+    fn snapshot(store: &dyn CheckpointStore, dir: &str, kind: SnapshotKind) {
+        store.put(&format!("{dir}/state/op-0"), b"state").unwrap();
+        let kind = serde_json::to_string(&kind).unwrap();
+        let metadata = format!("{{\"formatVersion\": 0, \"kind\": {kind}}}");
+        store
+            .put(&format!("{dir}/_metadata"), metadata.as_bytes())
+            .unwrap();
+    }
+
+    #[test]
+    fn latest_names_the_newest_complete_checkpoint_at_the_time() {
+        let (_, s) = store("latest");
+        let err = resolve_snapshot(&s, "s3://b/run-1", LATEST).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot restore: no complete checkpoint in s3://b/run-1"
+        );
+        snapshot(s.as_ref(), "chk-0000000007", SnapshotKind::Checkpoint);
+        snapshot(s.as_ref(), "chk-0000000012", SnapshotKind::Checkpoint);
+        // Newer, but without metadata: not complete. Savepoints are not checkpoints.
+        s.put("chk-0000000013/state/op-0", b"half").unwrap();
+        snapshot(s.as_ref(), &savepoint_dir(14), SnapshotKind::Savepoint);
+        assert_eq!(
+            resolve_snapshot(&s, "x", LATEST).unwrap().dir,
+            "chk-0000000012"
+        );
+        assert_eq!(
+            resolve_snapshot(&s, "x", "latest/").unwrap().dir,
+            "chk-0000000012"
+        );
+        snapshot(s.as_ref(), "chk-0000000013", SnapshotKind::Checkpoint);
+        assert_eq!(
+            resolve_snapshot(&s, "x", LATEST).unwrap().dir,
+            "chk-0000000013"
+        );
+        // Any other name is the directory itself.
+        let named = resolve_snapshot(&s, "x", "savepoints/savepoint-0000000014").unwrap();
+        assert_eq!(named.dir, "savepoints/savepoint-0000000014");
+    }
+
+    #[test]
+    fn disposing_removes_the_metadata_and_everything_under_the_dir() {
+        let (root, s) = store("dispose");
+        snapshot(s.as_ref(), "savepoints/sp-1", SnapshotKind::Savepoint);
+        s.put("savepoints/sp-1/files/i/f", b"f").unwrap();
+        snapshot(s.as_ref(), "savepoints/sp-10", SnapshotKind::Savepoint);
+        snapshot(s.as_ref(), "chk-0000000003", SnapshotKind::Checkpoint);
+        assert_eq!(
+            snapshot_kind(s.as_ref(), "savepoints/sp-1").unwrap(),
+            Some(SnapshotKind::Savepoint)
+        );
+        assert_eq!(
+            snapshot_kind(s.as_ref(), "chk-0000000003").unwrap(),
+            Some(SnapshotKind::Checkpoint)
+        );
+        assert_eq!(dispose_snapshot(s.as_ref(), "savepoints/sp-1").unwrap(), 3);
+        assert_eq!(snapshot_kind(s.as_ref(), "savepoints/sp-1").unwrap(), None);
+        assert!(!root.join("savepoints/sp-1").exists());
+        // Its neighbours (sp-10 shares the name's prefix, not the dir) stay.
+        assert_eq!(s.list("savepoints/sp-10/").unwrap().len(), 2);
+        assert_eq!(s.list("chk-").unwrap().len(), 2);
+    }
 }

@@ -52,12 +52,140 @@ pub struct JobManagerConfig {
     pub job_id: String,
 }
 
-/// Leader election among JobManagers.
+/// Leader election among JobManagers: `{dir}` (a lock file and the job records in a directory
+/// every JobManager sees) or `{lease, storage}` (a Kubernetes Lease; job records in a storage
+/// location, if given).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "HaRepr", into = "HaRepr")]
+pub enum HaConfig {
+    /// An exclusive lock on `<dir>/leader.lock`; job records in `<dir>/jobs/`.
+    Dir { dir: PathBuf },
+    /// A Kubernetes Lease; job records in `<storage>/jobs/` when `storage` is set (a directory,
+    /// `file://` or `s3://` URL), else only the configured job is resumed by a new leader.
+    Lease {
+        lease: LeaseConfig,
+        storage: Option<String>,
+    },
+}
+
+/// The Lease JobManagers contend for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct HaConfig {
-    /// A directory every JobManager sees: the lock file and the job records live there.
-    pub dir: PathBuf,
+pub struct LeaseConfig {
+    pub name: String,
+    pub namespace: String,
+    /// This JobManager's name in the Lease's `holderIdentity`; unique among the contenders.
+    /// Defaults to `POD_NAME`, else `<hostname>-<pid>`.
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// How long the Lease stays valid after the holder last renewed it.
+    #[serde(default = "default_lease_duration")]
+    pub duration_seconds: u64,
+    /// The holder renews this long before the Lease would expire.
+    #[serde(default = "default_lease_grace")]
+    pub grace_seconds: u64,
+}
+
+/// What `highAvailability` looks like in YAML: one mapping, checked into [`HaConfig`].
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct HaRepr {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dir: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease: Option<LeaseConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    storage: Option<String>,
+}
+
+impl TryFrom<HaRepr> for HaConfig {
+    type Error = String;
+
+    fn try_from(r: HaRepr) -> Result<Self, String> {
+        match (r.dir, r.lease, r.storage) {
+            (Some(dir), None, None) => Ok(HaConfig::Dir { dir }),
+            (None, Some(lease), storage) => Ok(HaConfig::Lease { lease, storage }),
+            (Some(_), None, Some(_)) => Err(
+                "highAvailability: storage goes with lease; with dir the records live in dir"
+                    .into(),
+            ),
+            (Some(_), Some(_), _) => Err("highAvailability: either dir or lease, not both".into()),
+            (None, None, _) => Err("highAvailability needs dir or lease".into()),
+        }
+    }
+}
+
+impl From<HaConfig> for HaRepr {
+    fn from(c: HaConfig) -> Self {
+        match c {
+            HaConfig::Dir { dir } => HaRepr {
+                dir: Some(dir),
+                lease: None,
+                storage: None,
+            },
+            HaConfig::Lease { lease, storage } => HaRepr {
+                dir: None,
+                lease: Some(lease),
+                storage,
+            },
+        }
+    }
+}
+
+impl LeaseConfig {
+    /// The configured identity, else `POD_NAME`, else `<hostname>-<pid>`.
+    pub fn identity(&self) -> String {
+        if let Some(i) = &self.identity {
+            return i.clone();
+        }
+        if let Ok(pod) = std::env::var("POD_NAME")
+            && !pod.is_empty()
+        {
+            return pod;
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "jobmanager".into());
+        format!("{host}-{}", std::process::id())
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 253
+                && n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        };
+        if !name_ok(&self.name) {
+            return Err(ConfigError::Invalid(format!(
+                "highAvailability.lease.name '{}' is not a Kubernetes object name",
+                self.name
+            )));
+        }
+        if !name_ok(&self.namespace) {
+            return Err(ConfigError::Invalid(format!(
+                "highAvailability.lease.namespace '{}' is not a Kubernetes namespace",
+                self.namespace
+            )));
+        }
+        if let Some(i) = &self.identity
+            && i.trim().is_empty()
+        {
+            return Err(ConfigError::Invalid(
+                "highAvailability.lease.identity must not be empty".into(),
+            ));
+        }
+        if self.grace_seconds == 0 || self.grace_seconds >= self.duration_seconds {
+            return Err(ConfigError::Invalid(format!(
+                "highAvailability.lease: graceSeconds ({}) must be at least 1 and less than durationSeconds ({})",
+                self.grace_seconds, self.duration_seconds
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The TaskManager role.
@@ -105,6 +233,12 @@ fn default_job_id() -> String {
 fn default_slots() -> u32 {
     1
 }
+fn default_lease_duration() -> u64 {
+    15
+}
+fn default_lease_grace() -> u64 {
+    5
+}
 
 /// Environment variables each role reads, and the (possibly nested) key each sets.
 const JM_ENV: &[(&str, &[&str])] = &[
@@ -114,6 +248,27 @@ const JM_ENV: &[(&str, &[&str])] = &[
     ("STROM_HEARTBEAT_INTERVAL_MS", &["heartbeatIntervalMs"]),
     ("STROM_HEARTBEAT_TIMEOUT_MS", &["heartbeatTimeoutMs"]),
     ("STROM_HA_DIR", &["highAvailability", "dir"]),
+    (
+        "STROM_HA_LEASE_NAME",
+        &["highAvailability", "lease", "name"],
+    ),
+    (
+        "STROM_HA_LEASE_NAMESPACE",
+        &["highAvailability", "lease", "namespace"],
+    ),
+    (
+        "STROM_HA_IDENTITY",
+        &["highAvailability", "lease", "identity"],
+    ),
+    (
+        "STROM_HA_LEASE_DURATION_SECONDS",
+        &["highAvailability", "lease", "durationSeconds"],
+    ),
+    (
+        "STROM_HA_LEASE_GRACE_SECONDS",
+        &["highAvailability", "lease", "graceSeconds"],
+    ),
+    ("STROM_HA_STORAGE", &["highAvailability", "storage"]),
     ("STROM_JOB_ID", &["jobId"]),
 ];
 
@@ -154,6 +309,9 @@ impl RoleConfig for JobManagerConfig {
                 "jobId '{}' must be non-empty letters, digits, '-' and '_'",
                 self.job_id
             )));
+        }
+        if let Some(HaConfig::Lease { lease, .. }) = &self.high_availability {
+            lease.check()?;
         }
         if let Some(job) = &self.job {
             job.validate()
@@ -290,12 +448,17 @@ fn overlay<T: DeserializeOwned>(
                     .map(|s| serde_yaml::Value::String(s.to_owned()))
                     .collect(),
             )
-        } else {
-            // Numbers stay numbers, everything else is a string.
+        } else if path
+            .last()
+            .is_some_and(|k| k.ends_with("Ms") || k.ends_with("Seconds") || *k == "slots")
+        {
+            // Numbers stay numbers (anything else is refused by the type, with the setting).
             serde_yaml::from_str::<serde_yaml::Value>(&value)
                 .ok()
                 .filter(|v| v.is_number())
                 .unwrap_or(serde_yaml::Value::String(value))
+        } else {
+            serde_yaml::Value::String(value)
         };
         let mut node = &mut root;
         for (i, key) in path.iter().enumerate() {
@@ -347,7 +510,12 @@ mod tests {
             env(&[("STROM_HA_DIR", "/tmp/ha"), ("STROM_JOB_ID", "q5-prod")]),
         )
         .unwrap();
-        assert_eq!(jm.high_availability.unwrap().dir, PathBuf::from("/tmp/ha"));
+        assert_eq!(
+            jm.high_availability,
+            Some(HaConfig::Dir {
+                dir: PathBuf::from("/tmp/ha")
+            })
+        );
         assert_eq!(jm.job_id, "q5-prod");
         assert_eq!(jm.job.unwrap().engine.parallelism, 3);
     }
@@ -388,5 +556,104 @@ mod tests {
         );
         let jm = JobManagerConfig::from_parts("job: {name: q5, engine: {parallelism: 0}}\n", []);
         assert!(jm.unwrap_err().to_string().contains("job: engine"));
+    }
+
+    #[test]
+    fn high_availability_is_a_dir_or_a_lease() {
+        let ha = |yaml: &str, vars: &[(&str, &str)]| {
+            JobManagerConfig::from_parts(yaml, env(vars)).map(|c| c.high_availability)
+        };
+        assert_eq!(
+            ha("highAvailability: {dir: /ha}\n", &[]).unwrap(),
+            Some(HaConfig::Dir { dir: "/ha".into() })
+        );
+        // From the file, defaults filled in.
+        let lease = ha(
+            "highAvailability: {lease: {name: fj-ha, namespace: jobs}, storage: 's3://b/ha'}\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            lease,
+            Some(HaConfig::Lease {
+                lease: LeaseConfig {
+                    name: "fj-ha".into(),
+                    namespace: "jobs".into(),
+                    identity: None,
+                    duration_seconds: 15,
+                    grace_seconds: 5,
+                },
+                storage: Some("s3://b/ha".into()),
+            })
+        );
+        // From the environment alone (what the operator sets per pod); a numeric-looking
+        // identity stays a string.
+        let lease = ha(
+            "",
+            &[
+                ("STROM_HA_LEASE_NAME", "fj-ha"),
+                ("STROM_HA_LEASE_NAMESPACE", "jobs"),
+                ("STROM_HA_IDENTITY", "1234"),
+                ("STROM_HA_LEASE_DURATION_SECONDS", "8"),
+                ("STROM_HA_LEASE_GRACE_SECONDS", "2"),
+            ],
+        )
+        .unwrap();
+        let Some(HaConfig::Lease { lease, storage }) = lease else {
+            panic!("{lease:?}")
+        };
+        assert_eq!(lease.identity(), "1234");
+        assert_eq!((lease.duration_seconds, lease.grace_seconds), (8, 2));
+        assert_eq!(storage, None);
+        // It reads back the way it was written.
+        let config = JobManagerConfig::from_parts(
+            "highAvailability: {lease: {name: a, namespace: b}, storage: /r}\n",
+            [],
+        )
+        .unwrap();
+        let yaml = serde_yaml::to_string(&config).unwrap();
+        assert_eq!(JobManagerConfig::from_parts(&yaml, []).unwrap(), config);
+
+        let err = |yaml: &str, vars: &[(&str, &str)]| ha(yaml, vars).unwrap_err().to_string();
+        assert!(
+            err(
+                "highAvailability: {dir: /ha}\n",
+                &[
+                    ("STROM_HA_LEASE_NAME", "x"),
+                    ("STROM_HA_LEASE_NAMESPACE", "y")
+                ]
+            )
+            .contains("either dir or lease, not both")
+        );
+        assert!(err("highAvailability: {}\n", &[]).contains("needs dir or lease"));
+        assert!(
+            err("highAvailability: {dir: /ha, storage: /r}\n", &[])
+                .contains("storage goes with lease")
+        );
+        assert!(
+            err("highAvailability: {lease: {name: a}}\n", &[])
+                .contains("missing field `namespace`")
+        );
+        assert!(
+            err(
+                "highAvailability: {lease: {name: a, namespace: b, durationSecs: 3}}\n",
+                &[]
+            )
+            .contains("unknown field `durationSecs`")
+        );
+        assert!(
+            err(
+                "highAvailability: {lease: {name: A_b, namespace: b}}\n",
+                &[]
+            )
+            .contains("lease.name 'A_b'")
+        );
+        assert!(
+            err(
+                "highAvailability: {lease: {name: a, namespace: b, durationSeconds: 5, graceSeconds: 5}}\n",
+                &[]
+            )
+            .contains("graceSeconds (5)")
+        );
     }
 }

@@ -196,7 +196,7 @@ pub async fn run(config: JobManagerConfig) -> Result<()> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos())
     );
-    let leadership = match &config.high_availability {
+    let (leadership, loss) = match &config.high_availability {
         Some(ha) => {
             let info = LeaderInfo {
                 session: session.clone(),
@@ -204,16 +204,10 @@ pub async fn run(config: JobManagerConfig) -> Result<()> {
                 rest_address: config.rest_address.clone(),
                 pid: std::process::id(),
             };
-            let dir = ha.dir.clone();
-            Some(
-                tokio::task::spawn_blocking(move || {
-                    super::ha::acquire(&dir, &info, Duration::from_millis(100))
-                })
-                .await
-                .map_err(|e| Error::Cluster(format!("leader election: {e}")))??,
-            )
+            let (leadership, loss) = super::ha::lead(ha, &info).await?;
+            (Some(leadership), Some(loss))
         }
-        None => None,
+        None => (None, None),
     };
     let jm = Arc::new(JobManager {
         config: config.clone(),
@@ -235,7 +229,10 @@ pub async fn run(config: JobManagerConfig) -> Result<()> {
     let rest_listener = tokio::net::TcpListener::bind(&config.rest_address)
         .await
         .map_err(|e| Error::io(format!("listening on {}", config.rest_address), e))?;
-    jm.recover_jobs()?;
+    let recovering = jm.clone();
+    tokio::task::spawn_blocking(move || recovering.recover_jobs())
+        .await
+        .map_err(|e| Error::Cluster(format!("recovering jobs: {e}")))??;
     let monitor = jm.clone();
     std::thread::Builder::new()
         .name("heartbeats".into())
@@ -249,9 +246,19 @@ pub async fn run(config: JobManagerConfig) -> Result<()> {
         .add_service(service)
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(rpc_listener));
     let rest = super::rest::serve(rest_listener, jm.clone());
+    let lost = async move {
+        match loss {
+            Some(loss) => loss.wait().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         r = server => r.map_err(|e| Error::Cluster(format!("the RPC server stopped: {e}"))),
         r = rest => r.map_err(|e| Error::io("the REST server stopped", e)),
+        reason = lost => {
+            tracing::error!(session = %jm.session, %reason, "lost leadership: exiting so that a new leader takes over");
+            Err(Error::Cluster(format!("lost leadership: {reason}")))
+        }
     }
 }
 
@@ -594,13 +601,10 @@ impl JobManager {
                 restore_dir = s.dir.clone();
                 Some(s)
             }
-            None => {
-                let s = restore_from(&job.spec)?;
-                if let Some(r) = &job.spec.restore_from {
-                    restore_dir = r.clone();
-                }
+            None => restore_from(&job.spec)?.map(|(s, location)| {
+                restore_dir = location;
                 s
-            }
+            }),
         };
         if let Some(s) = snapshot {
             restored_id = Some(LoadedSnapshot::load(s)?.metadata.id);

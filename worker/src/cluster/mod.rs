@@ -32,7 +32,7 @@ use strom_api::{CheckpointMode, JobSpec, OutputSpec};
 use crate::checkpoint::alignment::Mode;
 use crate::checkpoint::coordinator::CheckpointConfig;
 use crate::checkpoint::s3::{S3Config, S3Store};
-use crate::checkpoint::storage::SnapshotRef;
+use crate::checkpoint::storage::{SnapshotRef, resolve_snapshot};
 use crate::checkpoint::store::{CheckpointStore, LocalStore};
 use crate::connectors::two_phase::ExactlyOnceFileSink;
 use crate::error::{Error, Result};
@@ -114,22 +114,30 @@ pub fn checkpoint_options(spec: &JobSpec) -> Result<Option<CheckpointOptions>> {
     }))
 }
 
-/// The snapshot named by `restoreFrom`: `<dir>` in the job's checkpoint storage, or
-/// `<storage>#<dir>`.
-pub fn restore_from(spec: &JobSpec) -> Result<Option<SnapshotRef>> {
+/// The snapshot named by `restoreFrom` (`<dir>` in the job's checkpoint storage, or
+/// `<storage>#<dir>`), and its location as TaskManagers are told it. The dir `latest` is resolved
+/// here, once per attempt, to the newest complete checkpoint of that storage.
+pub fn restore_from(spec: &JobSpec) -> Result<Option<(SnapshotRef, String)>> {
     let Some(r) = &spec.restore_from else {
         return Ok(None);
     };
-    let (store, dir) = match r.split_once('#') {
-        Some((storage, dir)) => (open_store(storage)?, dir.to_owned()),
-        None => match &spec.checkpoints {
-            Some(c) => (open_store(&c.storage)?, r.clone()),
-            None => {
-                return Err(Error::Restore(format!(
-                    "restoreFrom '{r}' needs checkpoints.storage or a '<storage>#<dir>' location"
-                )));
-            }
-        },
+    let (storage, dir) = match r.split_once('#') {
+        Some((storage, dir)) => (Some(storage), dir),
+        None => (None, r.as_str()),
     };
-    Ok(Some(SnapshotRef { store, dir }))
+    let (store, name) = match (storage, &spec.checkpoints) {
+        (Some(storage), _) => (open_store(storage)?, storage),
+        (None, Some(c)) => (open_store(&c.storage)?, c.storage.as_str()),
+        (None, None) => {
+            return Err(Error::Restore(format!(
+                "restoreFrom '{r}' needs checkpoints.storage or a '<storage>#<dir>' location"
+            )));
+        }
+    };
+    let snapshot = resolve_snapshot(&store, name, dir)?;
+    let location = match storage {
+        Some(storage) => format!("{storage}#{}", snapshot.dir),
+        None => snapshot.dir.clone(),
+    };
+    Ok(Some((snapshot, location)))
 }

@@ -13,6 +13,7 @@
 //! | GET | `/v1/jobs/{id}/savepoints/{request}` | where a savepoint is |
 //! | POST | `/v1/jobs/{id}/stop` | stop with a savepoint |
 //! | POST | `/v1/jobs/{id}/cancel` | cancel |
+//! | POST | `/v1/savepoints/disposal` | delete a savepoint (`{"location": "<storage>#<dir>"}`) |
 //! | GET | `/metrics` | Prometheus text format |
 
 use std::sync::Arc;
@@ -26,6 +27,8 @@ use serde::{Deserialize, Serialize};
 use strom_api::JobSpec;
 
 use super::jobmanager::{JobManager, JobMaster, JobState};
+use super::open_store;
+use crate::checkpoint::storage::{SnapshotKind, dispose_snapshot, snapshot_kind};
 
 type Shared = Arc<JobManager>;
 
@@ -235,6 +238,63 @@ async fn cancel(
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({}))))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisposalRequest {
+    location: String,
+}
+
+/// Deletes a savepoint given as `<storage URL>#<dir>`: only a dir whose `_metadata` says
+/// savepoint, never a checkpoint or an arbitrary prefix.
+async fn dispose_savepoint(body: axum::body::Bytes) -> Result<Json<serde_json::Value>, Problem> {
+    let request: DisposalRequest = serde_json::from_slice(&body).map_err(|e| {
+        Problem(
+            StatusCode::BAD_REQUEST,
+            format!("not a disposal request: {e}"),
+        )
+    })?;
+    let location = request.location;
+    let (storage, dir) = location
+        .split_once('#')
+        .map(|(s, d)| (s.to_owned(), d.trim_matches('/').to_owned()))
+        .filter(|(s, d)| !s.is_empty() && !d.is_empty())
+        .ok_or_else(|| {
+            Problem(
+                StatusCode::BAD_REQUEST,
+                format!("location '{location}' is not '<storage URL>#<savepoint dir>'"),
+            )
+        })?;
+    let answer = location.clone();
+    let disposed = tokio::task::spawn_blocking(move || {
+        let store =
+            open_store(&storage).map_err(|e| Problem(StatusCode::BAD_REQUEST, e.to_string()))?;
+        let internal =
+            |e: crate::error::Error| Problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        match snapshot_kind(store.as_ref(), &dir).map_err(internal)? {
+            Some(SnapshotKind::Savepoint) => {}
+            Some(SnapshotKind::Checkpoint) => {
+                return Err(Problem(
+                    StatusCode::CONFLICT,
+                    format!("{location} is a checkpoint, not a savepoint"),
+                ));
+            }
+            None => {
+                return Err(Problem(
+                    StatusCode::CONFLICT,
+                    format!("no savepoint at {location} (no _metadata)"),
+                ));
+            }
+        }
+        dispose_snapshot(store.as_ref(), &dir).map_err(internal)
+    })
+    .await
+    .map_err(|e| Problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    tracing::info!(location = %answer, objects = disposed, "savepoint disposed of");
+    Ok(Json(
+        serde_json::json!({ "disposed": answer, "objects": disposed }),
+    ))
+}
+
 /// The REST routes over `jm`.
 pub fn router(jm: Shared) -> axum::Router {
     let registry = Arc::new(super::metrics::registry(jm.clone()));
@@ -249,6 +309,7 @@ pub fn router(jm: Shared) -> axum::Router {
         .route("/v1/jobs/{id}/savepoints/{request}", get(savepoint_status))
         .route("/v1/jobs/{id}/stop", post(stop))
         .route("/v1/jobs/{id}/cancel", post(cancel))
+        .route("/v1/savepoints/disposal", post(dispose_savepoint))
         .route(
             "/metrics",
             get(move || {
