@@ -3,6 +3,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod eo;
+pub mod processes;
 pub mod testbed;
 
 use std::sync::Arc;

@@ -9,201 +9,18 @@
 //!   stay within what credit-based flow control allows and no process's memory grows.
 //! - The REST API against `docs/openapi.yaml`.
 //!
-//! The binary is the one `cargo build --bins` puts next to the test executable (CI builds it
-//! before the tests).
+//! The processes are started with `strom_tests::processes`.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use strom::checkpoint::store::{CheckpointStore, LocalStore};
 use strom::connectors::two_phase::ExactlyOnceFileSink;
 use strom_tests::eo;
-
-/// The `strom` binary of this build.
-fn strom_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/it-<hash> -> target/<profile>/strom
-    let bin = exe.parent().unwrap().parent().unwrap().join("strom");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (cargo build --bins)",
-        bin.display()
-    );
-    bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Processes of one test, killed when it ends however it ends.
-struct Cluster {
-    dir: PathBuf,
-    processes: BTreeMap<String, Child>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for (_, child) in self.processes.iter_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-struct JobManagerAddr {
-    rpc: String,
-    rest: String,
-}
-
-impl Cluster {
-    fn new(name: &str) -> Self {
-        let dir = eo::temp_dir(&format!("cluster-{name}"));
-        Self {
-            dir,
-            processes: BTreeMap::new(),
-        }
-    }
-
-    fn spawn(&mut self, name: &str, role: &str, config: &str) {
-        let file = self.dir.join(format!("{name}.yaml"));
-        std::fs::write(&file, config).unwrap();
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
-        let child = Command::new(strom_binary())
-            .arg(role)
-            .arg("--config")
-            .arg(&file)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.processes.insert(name.to_owned(), child);
-    }
-
-    /// Starts a JobManager; `job` (a spec, as JSON) runs in application mode with id "job".
-    fn jobmanager(&mut self, name: &str, ha: Option<&Path>, job: Option<&Value>) -> JobManagerAddr {
-        let addr = JobManagerAddr {
-            rpc: format!("127.0.0.1:{}", free_port()),
-            rest: format!("127.0.0.1:{}", free_port()),
-        };
-        let mut config = json!({
-            "rpcAddress": addr.rpc,
-            "restAddress": addr.rest,
-            "heartbeatIntervalMs": 200,
-            "heartbeatTimeoutMs": 2000,
-        });
-        if let Some(ha) = ha {
-            config["highAvailability"] = json!({ "dir": ha });
-        }
-        if let Some(job) = job {
-            config["job"] = job.clone();
-        }
-        self.spawn(name, "jobmanager", &serde_yaml::to_string(&config).unwrap());
-        addr
-    }
-
-    /// Starts a TaskManager; returns the address of its `/metrics`.
-    fn taskmanager(&mut self, id: &str, jobmanagers: &[&JobManagerAddr], slots: u32) -> String {
-        let metrics = format!("127.0.0.1:{}", free_port());
-        let config = json!({
-            "id": id,
-            "rpcAddress": format!("127.0.0.1:{}", free_port()),
-            "metricsAddress": metrics,
-            "slots": slots,
-            "jobmanagers": jobmanagers.iter().map(|j| j.rpc.clone()).collect::<Vec<_>>(),
-            "localDir": self.dir.join(format!("{id}-local")),
-        });
-        self.spawn(id, "taskmanager", &serde_yaml::to_string(&config).unwrap());
-        metrics
-    }
-
-    /// SIGKILL: no chance to clean up.
-    fn kill(&mut self, name: &str) {
-        let mut child = self.processes.remove(name).unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    fn pid(&self, name: &str) -> u32 {
-        self.processes[name].id()
-    }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for name in self.processes.keys() {
-            let text =
-                std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            out.push_str(&format!("\n--- {name}\n"));
-            for l in tail.into_iter().rev() {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-        out
-    }
-
-    /// Polls `probe` every 100 ms until it returns something; gives up (failing with the logs)
-    /// after `limit`, a bound on a stuck test, not an expectation of speed.
-    fn until<T>(&self, what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-        let started = Instant::now();
-        loop {
-            if let Some(v) = probe() {
-                return v;
-            }
-            assert!(
-                started.elapsed() < limit,
-                "gave up waiting for {what}{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into()
-}
-
-/// GET `url`, (status, JSON body); `None` if nothing answers.
-fn get(url: &str) -> Option<(u16, Value)> {
-    let mut response = agent().get(url).call().ok()?;
-    let status = response.status().as_u16();
-    let body = response.body_mut().read_json::<Value>().ok()?;
-    Some((status, body))
-}
-
-fn post(url: &str, body: &Value) -> (u16, Value) {
-    let mut response = agent().post(url).send_json(body).unwrap();
-    let status = response.status().as_u16();
-    (status, response.body_mut().read_json::<Value>().unwrap())
-}
-
-fn job_of(jm: &JobManagerAddr, id: &str) -> Option<Value> {
-    get(&format!("http://{}/v1/jobs/{id}", jm.rest))
-        .filter(|(s, _)| *s == 200)
-        .map(|(_, v)| v)
-}
-
-fn checkpoints_of(jm: &JobManagerAddr, id: &str) -> Option<Value> {
-    get(&format!("http://{}/v1/jobs/{id}/checkpoints", jm.rest))
-        .filter(|(s, _)| *s == 200)
-        .map(|(_, v)| v)
-}
+use strom_tests::processes::{Cluster, agent, checkpoints_of, get, job_of, post, strom_binary};
 
 const LONG: Duration = Duration::from_secs(240);
 
@@ -718,6 +535,63 @@ fn the_rest_api_keeps_to_its_openapi_document() {
         .count();
     assert_eq!(savepoints, 2, "{checkpoints}");
 
+    // Disposing of the first savepoint: metadata and objects gone; then it, a checkpoint and a
+    // location that is not '<storage>#<dir>' are refused.
+    let disposal = |location: String| json!({ "location": location });
+    let savepoint_location = format!("{}#{location}", storage.display());
+    assert!(storage.join(location).join("_metadata").exists());
+    let (status, disposed) = api.call(
+        &base,
+        "post",
+        "/v1/savepoints/disposal",
+        "/v1/savepoints/disposal",
+        Some(&disposal(savepoint_location.clone())),
+    );
+    assert_eq!(status, 200, "{disposed}");
+    assert_eq!(disposed["disposed"], savepoint_location.as_str());
+    assert!(disposed["objects"].as_u64() > Some(1), "{disposed}");
+    assert!(
+        !storage.join(location).exists(),
+        "{location} still holds {:?}",
+        std::fs::read_dir(storage.join(location)).map(|d| d.count())
+    );
+    let (status, again) = api.call(
+        &base,
+        "post",
+        "/v1/savepoints/disposal",
+        "/v1/savepoints/disposal",
+        Some(&disposal(savepoint_location.clone())),
+    );
+    assert_eq!(status, 409, "{again}");
+    let checkpoint = newest_checkpoint(&storage).expect("a retained checkpoint");
+    let (status, refused) = api.call(
+        &base,
+        "post",
+        "/v1/savepoints/disposal",
+        "/v1/savepoints/disposal",
+        Some(&disposal(format!("{}#{checkpoint}", storage.display()))),
+    );
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("checkpoint"),
+        "{refused}"
+    );
+    assert!(storage.join(&checkpoint).join("_metadata").exists());
+    for bad in [
+        disposal(storage.join(location).display().to_string()),
+        disposal(format!("{}#", storage.display())),
+        json!({ "path": savepoint_location }),
+    ] {
+        let (status, error) = api.call(
+            &base,
+            "post",
+            "/v1/savepoints/disposal",
+            "/v1/savepoints/disposal",
+            Some(&bad),
+        );
+        assert_eq!(status, 400, "{bad}: {error}");
+    }
+
     // Unknown jobs.
     for (method, template, path) in [
         ("get", "/v1/jobs/{id}", "/v1/jobs/nope"),
@@ -779,6 +653,104 @@ fn the_rest_api_keeps_to_its_openapi_document() {
         .collect();
     let missed: Vec<_> = documented.difference(&api.called).collect();
     assert!(missed.is_empty(), "not exercised: {missed:?}");
+}
+
+/// The newest complete checkpoint directory in a local storage.
+fn newest_checkpoint(storage: &Path) -> Option<String> {
+    checkpoint_ids(storage)
+        .last()
+        .map(|id| format!("chk-{id:010}"))
+}
+
+/// Ids of the complete checkpoints in a local storage, in order.
+fn checkpoint_ids(storage: &Path) -> Vec<u64> {
+    let mut ids: Vec<u64> = std::fs::read_dir(storage)
+        .map(|d| d.flatten().collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.path().join("_metadata").exists())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn restore_from_latest_takes_the_newest_complete_checkpoint_of_a_storage() {
+    let mut cluster = Cluster::new("latest");
+    let jm = cluster.jobmanager("jm", None, None);
+    cluster.taskmanager("tm-1", &[&jm], 2);
+    cluster.until("the TaskManager to register", LONG, || {
+        get(&format!("http://{}/v1/overview", jm.rest)).filter(|(_, o)| o["taskmanagers"] == 1)
+    });
+    let spec = |storage: &Path, restore: Option<String>| {
+        json!({
+            "name": "q5",
+            "events": 30_000,
+            "rateLimit": 10_000,
+            "engine": {"parallelism": 2, "batchSize": 256},
+            "checkpoints": {"storage": storage, "intervalMs": 200, "retain": 100},
+            "restoreFrom": restore,
+        })
+    };
+    let ended = |id: &str| {
+        let id = id.to_owned();
+        let jm = &jm;
+        move || {
+            job_of(jm, &id).filter(|j| {
+                let s = j["state"].as_str().unwrap_or("");
+                s == "FINISHED" || s == "FAILED" || s == "CANCELED"
+            })
+        }
+    };
+    let (run1, run2, run3) = (
+        cluster.dir.join("run-1"),
+        cluster.dir.join("run-2"),
+        cluster.dir.join("run-3"),
+    );
+
+    // A first run leaves checkpoints behind; then a newer one that never completed.
+    let (status, _) = post(
+        &format!("http://{}/v1/jobs?id=run-1", jm.rest),
+        &spec(&run1, None),
+    );
+    assert_eq!(status, 201);
+    let done = cluster.until("the first run to end", LONG, ended("run-1"));
+    assert_eq!(done["state"], "FINISHED", "{done}");
+    let ids = checkpoint_ids(&run1);
+    assert!(ids.len() >= 2, "{ids:?}");
+    let newest = *ids.last().unwrap();
+    let half = run1.join(format!("chk-{:010}/state", newest + 1));
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::write(half.join("q5-0"), b"never completed").unwrap();
+
+    // A new run in a new storage restores the first run's newest complete checkpoint: its own
+    // checkpoints continue the numbering from there.
+    let latest = format!("{}#latest", run1.display());
+    let (status, _) = post(
+        &format!("http://{}/v1/jobs?id=run-2", jm.rest),
+        &spec(&run2, Some(latest)),
+    );
+    assert_eq!(status, 201);
+    let done = cluster.until("the second run to end", LONG, ended("run-2"));
+    assert_eq!(done["state"], "FINISHED", "{done}");
+    let ids = checkpoint_ids(&run2);
+    assert_eq!(ids.first(), Some(&(newest + 1)), "{ids:?}");
+
+    // `latest` of a storage without a complete checkpoint (here the job's own): the job fails,
+    // naming the storage.
+    let (status, _) = post(
+        &format!("http://{}/v1/jobs?id=run-3", jm.rest),
+        &spec(&run3, Some("latest".into())),
+    );
+    assert_eq!(status, 201);
+    let failed = cluster.until("the third run to end", LONG, ended("run-3"));
+    assert_eq!(failed["state"], "FAILED", "{failed}");
+    let failure = failed["failure"].as_str().unwrap();
+    assert!(
+        failure.contains(&format!("no complete checkpoint in {}", run3.display())),
+        "{failure}"
+    );
 }
 
 #[test]
