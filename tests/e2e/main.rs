@@ -3,6 +3,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::type_complexity)]
 mod checkpoints;
 mod crd;
+mod jm_ha;
 mod kafka;
 mod kubelet;
 mod s3;
