@@ -37,7 +37,9 @@ pub struct JobSpec {
     #[serde(default)]
     pub output: OutputSpec,
     /// A snapshot to start from: a directory inside the checkpoint storage
-    /// (`savepoints/savepoint-0000000042`), or `<storage URL>#<dir>` for another storage.
+    /// (`savepoints/savepoint-0000000042`), or `<storage URL>#<dir>` for another storage. The dir
+    /// `latest` is the newest complete checkpoint of that storage when an attempt starts (none:
+    /// the attempt fails).
     #[serde(default)]
     pub restore_from: Option<String>,
     /// Drop state of operators the job no longer has instead of refusing to start.
