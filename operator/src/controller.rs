@@ -167,9 +167,15 @@ async fn reconcile(fj: Arc<FlinkJob>, ctx: Arc<Context>) -> Result<Requeue, Erro
 }
 
 /// One pass: observe, decide, write the status, act, write what the actions returned.
-async fn pass(fj: &FlinkJob, ctx: &Context, deleting: bool) -> Result<Requeue, Error> {
-    let ns = fj.namespace().ok_or(Error::NoNamespace)?;
-    let name = fj.name_any();
+async fn pass(cached: &FlinkJob, ctx: &Context, deleting: bool) -> Result<Requeue, Error> {
+    let ns = cached.namespace().ok_or(Error::NoNamespace)?;
+    let name = cached.name_any();
+    // The watch cache may not have our own last status write yet (a request id recorded after
+    // acting): decide on what the API server holds now.
+    let fresh = Api::<FlinkJob>::namespaced(ctx.client.clone(), &ns)
+        .get(&name)
+        .await?;
+    let fj = &fresh;
     let uid = fj.uid().unwrap_or_default();
     let target = Target {
         name: &name,

@@ -743,7 +743,10 @@ impl<'o, 'a> Planner<'o, 'a> {
                         .as_ref()
                         .and_then(|c| c.latest_savepoint.clone())
                 } else {
-                    if o.job.is("RUNNING") {
+                    // A request is re-sent only once the first has had time to be recorded.
+                    let lost = up.request_id.is_some()
+                        || seconds_since(&up.phase_started_at, o.now).is_none_or(|s| s >= 10);
+                    if o.job.is("RUNNING") && lost {
                         if let Some(u) = self.st.upgrade.as_mut() {
                             u.request_id = None;
                         }

@@ -19,6 +19,8 @@ pub const TM_RPC_PORT: u16 = 6122;
 pub const TM_METRICS_PORT: u16 = 9249;
 /// Where the ConfigMap is mounted.
 const CONFIG_DIR: &str = "/etc/strom";
+/// Writable scratch space (an emptyDir; the root filesystem is read-only): RocksDB's local files.
+const SCRATCH_DIR: &str = "/var/lib/strom";
 /// The non-root user of the images.
 const USER: i64 = 65532;
 /// Longest FlinkJob name the derived names (`<name>-jobmanager`, a DNS label) allow.
@@ -253,7 +255,7 @@ pub fn config_map(
     let tm = json!({
         "slots": spec.task_manager.slots,
         "jobmanagers": [format!("{}:{RPC_PORT}", target.jobmanager())],
-        "localDir": "/tmp/strom",
+        "localDir": SCRATCH_DIR,
     });
     let yaml = |v: &Value| serde_yaml::to_string(v).map_err(|e| InvalidSpec(e.to_string()));
     Ok(ConfigMap {
@@ -297,7 +299,6 @@ pub fn jobmanager_deployment(
     env.extend([
         json!({"name": "STROM_RPC_ADDRESS", "value": format!("$(POD_IP):{RPC_PORT}")}),
         json!({"name": "STROM_REST_ADDRESS", "value": format!("$(POD_IP):{REST_PORT}")}),
-        json!({"name": "STROM_HA_IDENTITY", "value": "$(POD_NAME)"}),
     ]);
     env.extend(storage_env(spec));
     let container = json!({
@@ -442,7 +443,7 @@ fn pod_template(
     }
     container["volumeMounts"] = json!([
         { "name": "config", "mountPath": CONFIG_DIR, "readOnly": true },
-        { "name": "tmp", "mountPath": "/tmp" },
+        { "name": "scratch", "mountPath": SCRATCH_DIR },
     ]);
     container["securityContext"] = json!({
         "allowPrivilegeEscalation": false,
@@ -469,7 +470,7 @@ fn pod_template(
             "terminationGracePeriodSeconds": 10,
             "volumes": [
                 { "name": "config", "configMap": { "name": target.config() } },
-                { "name": "tmp", "emptyDir": {} },
+                { "name": "scratch", "emptyDir": {} },
             ],
         },
     });

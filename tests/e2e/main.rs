@@ -6,4 +6,5 @@ mod crd;
 mod jm_ha;
 mod kafka;
 mod kubelet;
+mod operator;
 mod s3;
