@@ -1084,3 +1084,305 @@ fn millis_since(since: &str, now: Timestamp) -> Option<i64> {
 fn seconds_since(since: &str, now: Timestamp) -> Option<i64> {
     millis_since(since, now).map(|ms| ms / 1000)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const T: Target<'static> = Target {
+        name: "fj",
+        namespace: "ns",
+        uid: "0123456789",
+    };
+
+    fn spec(parallelism: i32, mode: &str) -> FlinkJobSpec {
+        serde_json::from_value(json!({
+            "image": "strom.test/strom:dev",
+            "job": {"name": "auction-stats", "parallelism": parallelism, "upgradeMode": mode,
+                    "restorePolicy": {"maxCheckpointAgeSeconds": 60}},
+            "checkpointing": {"storage": "s3://b/ckpt"},
+        }))
+        .unwrap()
+    }
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn running(state: &str, p: i32) -> JobView {
+        JobView::State {
+            state: state.into(),
+            message: None,
+            parallelism: p,
+        }
+    }
+
+    fn observe<'a>(
+        spec: &'a FlinkJobSpec,
+        status: &'a FlinkJobStatus,
+        job: JobView,
+        now: Timestamp,
+    ) -> Observed<'a> {
+        Observed {
+            target: T,
+            generation: 1,
+            spec,
+            status,
+            job,
+            savepoint: None,
+            checkpoints: Some(CheckpointView::default()),
+            pods: None,
+            now,
+        }
+    }
+
+    /// A first run that the JobManager reports RUNNING.
+    fn steady(spec: &FlinkJobSpec) -> FlinkJobStatus {
+        let first = decide(&observe(
+            spec,
+            &FlinkJobStatus::default(),
+            JobView::NoRun,
+            at(0),
+        ));
+        assert_eq!(first.actions, vec![Action::Apply]);
+        let run = decide(&observe(spec, &first.status, running("RUNNING", 2), at(5)));
+        assert_eq!(run.status.lifecycle_state.as_deref(), Some("Running"));
+        run.status
+    }
+
+    #[test]
+    fn a_rescale_records_the_stop_before_asking_then_restores_the_savepoint() {
+        let old = spec(2, "savepoint");
+        let status = steady(&old);
+        let new = spec(3, "savepoint");
+        let stop = decide(&observe(&new, &status, running("RUNNING", 2), at(10)));
+        let up = stop.status.upgrade.clone().unwrap();
+        assert_eq!(
+            (up.kind.as_str(), up.phase.as_str()),
+            ("rescale", "stopping")
+        );
+        let job_id = status.run.as_ref().unwrap().job_id.clone();
+        assert!(stop.actions.contains(&Action::StopWithSavepoint {
+            job_id: job_id.clone()
+        }));
+        // The same pass seen again before the request id was recorded: no second request.
+        let again = decide(&observe(&new, &stop.status, running("RUNNING", 2), at(11)));
+        assert!(
+            !again
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::StopWithSavepoint { .. }))
+        );
+        let mut asked = stop.status.clone();
+        asked.upgrade.as_mut().unwrap().request_id = Some("r1".into());
+        let mut o = observe(&new, &asked, running("FINISHED", 2), at(14));
+        o.savepoint = Some(SavepointView::Completed(
+            "savepoints/savepoint-0000000009".into(),
+        ));
+        let next = decide(&o);
+        let run = next.status.run.clone().unwrap();
+        let expected = format!("s3://b/ckpt/{job_id}#savepoints/savepoint-0000000009");
+        assert_eq!(run.restored_from.as_deref(), Some(expected.as_str()));
+        assert_eq!(run.parallelism, 3);
+        assert_ne!(run.job_id, job_id);
+        assert_eq!(
+            next.status.last_savepoint.clone().unwrap().location,
+            expected
+        );
+        let done = decide(&observe(&new, &next.status, running("RUNNING", 3), at(20)));
+        assert!(done.status.upgrade.is_none());
+        assert_eq!(done.status.last_rescale_downtime_ms, Some(6000));
+        assert_eq!(done.status.parallelism, Some(3));
+    }
+
+    #[test]
+    fn a_failed_savepoint_leaves_the_job_running_and_is_not_retried_for_the_generation() {
+        let status = steady(&spec(2, "savepoint"));
+        let new = spec(3, "savepoint");
+        let mut asked = decide(&observe(&new, &status, running("RUNNING", 2), at(10))).status;
+        asked.upgrade.as_mut().unwrap().request_id = Some("r1".into());
+        let mut o = observe(&new, &asked, running("RUNNING", 2), at(12));
+        o.savepoint = Some(SavepointView::Failed("disk full".into()));
+        let failed = decide(&o);
+        assert!(failed.status.upgrade.is_none());
+        let stalled = failed
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled")
+            .unwrap();
+        assert_eq!(stalled.reason.as_deref(), Some("SavepointFailed"));
+        assert_eq!(failed.status.run, asked.run, "the old run stays");
+        let later = decide(&observe(
+            &new,
+            &failed.status,
+            running("RUNNING", 2),
+            at(20),
+        ));
+        assert!(later.status.upgrade.is_none());
+        assert!(
+            !later
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::StopWithSavepoint { .. }))
+        );
+    }
+
+    #[test]
+    fn the_restore_policy_is_checked_before_the_job_is_touched() {
+        let status = steady(&spec(2, "last-state"));
+        let mut new = spec(2, "last-state");
+        new.image = "strom.test/strom:v2".into();
+        let mut o = observe(&new, &status, running("RUNNING", 2), at(300));
+        o.checkpoints = Some(CheckpointView {
+            latest_checkpoint: Some(("chk-0000000004".into(), Some(at(100).as_millisecond()))),
+            latest_savepoint: None,
+        });
+        let blocked = decide(&o);
+        assert!(blocked.status.upgrade.is_none());
+        assert!(
+            blocked.actions.iter().all(|a| *a == Action::Apply),
+            "{:?}",
+            blocked.actions
+        );
+        let stalled = blocked
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled")
+            .unwrap();
+        assert_eq!(stalled.reason.as_deref(), Some("UpgradeBlocked"));
+        assert!(stalled.message.as_deref().unwrap().contains("200 s old"));
+        o.checkpoints = Some(CheckpointView {
+            latest_checkpoint: Some(("chk-0000000009".into(), Some(at(290).as_millisecond()))),
+            latest_savepoint: None,
+        });
+        let go = decide(&o);
+        assert!(
+            go.actions
+                .iter()
+                .any(|a| matches!(a, Action::Cancel { .. }))
+        );
+        let run = go.status.run.unwrap();
+        assert!(run.restored_from.unwrap().ends_with("#latest"));
+    }
+
+    #[test]
+    fn suspend_takes_a_savepoint_tears_down_and_resume_restores_it() {
+        let status = steady(&spec(2, "savepoint"));
+        let mut suspended = spec(2, "savepoint");
+        suspended.job.state = DesiredState::Suspended;
+        let mut asked = decide(&observe(&suspended, &status, running("RUNNING", 2), at(10))).status;
+        assert_eq!(asked.lifecycle_state.as_deref(), Some("Suspending"));
+        asked.upgrade.as_mut().unwrap().request_id = Some("r".into());
+        let mut o = observe(&suspended, &asked, running("FINISHED", 2), at(12));
+        o.savepoint = Some(SavepointView::Completed(
+            "savepoints/savepoint-0000000003".into(),
+        ));
+        let down = decide(&o);
+        assert!(down.actions.contains(&Action::TearDown));
+        assert!(down.status.run.is_none());
+        assert_eq!(down.status.lifecycle_state.as_deref(), Some("Suspended"));
+        let resume_from = down.status.resume_from.clone().unwrap();
+        let up = decide(&observe(
+            &spec(2, "savepoint"),
+            &down.status,
+            JobView::NoRun,
+            at(20),
+        ));
+        assert_eq!(up.status.run.unwrap().restored_from, Some(resume_from));
+    }
+
+    #[test]
+    fn a_run_that_never_starts_is_stalled_at_the_deadline_and_rolled_back_when_asked() {
+        let status = steady(&spec(2, "savepoint"));
+        let mut new = spec(2, "savepoint");
+        new.image = "strom.test/broken:dev".into();
+        new.rollback_on_failure = true;
+        new.progress_deadline_seconds = 30;
+        let mut asked = decide(&observe(&new, &status, running("RUNNING", 2), at(10))).status;
+        asked.upgrade.as_mut().unwrap().request_id = Some("r".into());
+        let mut o = observe(&new, &asked, running("FINISHED", 2), at(12));
+        o.savepoint = Some(SavepointView::Completed(
+            "savepoints/savepoint-0000000005".into(),
+        ));
+        let deploying = decide(&o).status;
+        let broken = deploying.run.clone().unwrap();
+        let waiting = decide(&observe(
+            &new,
+            &deploying,
+            JobView::Unreachable("no".into()),
+            at(30),
+        ));
+        assert_eq!(
+            waiting.status.run, deploying.run,
+            "still within the deadline"
+        );
+        let rolled = decide(&observe(
+            &new,
+            &deploying,
+            JobView::Unreachable("no".into()),
+            at(50),
+        ));
+        let run = rolled.status.run.clone().unwrap();
+        assert_eq!(
+            run.rolled_back_from.as_deref(),
+            Some(broken.spec_hash.as_str())
+        );
+        assert_eq!(
+            run.restored_from, broken.restored_from,
+            "from the upgrade's savepoint"
+        );
+        assert_eq!(run.spec["image"], "strom.test/strom:dev");
+        let stalled = rolled
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled")
+            .unwrap();
+        assert_eq!(stalled.reason.as_deref(), Some("RolledBack"));
+        // The same failing spec is not tried again; running the stable one stays.
+        let after = decide(&observe(
+            &new,
+            &rolled.status,
+            running("RUNNING", 2),
+            at(60),
+        ));
+        assert!(after.status.upgrade.is_none());
+        assert_eq!(after.status.run.unwrap().job_id, run.job_id);
+    }
+
+    #[test]
+    fn retention_disposes_the_oldest_but_never_what_can_be_restored() {
+        let mut s = spec(2, "savepoint");
+        s.savepoints = Some(serde_json::from_value(json!({"history": 2})).unwrap());
+        let mut status = steady(&s);
+        let loc = |n: u32| format!("s3://b/ckpt/x#savepoints/savepoint-{n:010}");
+        status.savepoint_history = (1..=4)
+            .map(|n| Snapshot {
+                location: loc(n),
+                time: None,
+                parallelism: Some(2),
+            })
+            .collect();
+        status.last_savepoint = status.savepoint_history.last().cloned();
+        status.run.as_mut().unwrap().restored_from = Some(loc(1));
+        let plan = decide(&observe(&s, &status, running("RUNNING", 2), at(10)));
+        let disposed: Vec<_> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Dispose { location } => Some(location.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            disposed,
+            vec![loc(2)],
+            "savepoint 1 is what the run restored from"
+        );
+    }
+}
