@@ -7,4 +7,5 @@ mod jm_ha;
 mod kafka;
 mod kubelet;
 mod operator;
+mod operator_faults;
 mod s3;

@@ -18,11 +18,16 @@ use strom_tests::testbed::{TestBed, eventually, run_ok};
 use crate::s3::SERVER;
 
 /// Bound for the cluster to converge on a loaded 2-core machine (never a measurement).
-const CONVERGE: u64 = 180;
+pub(crate) const CONVERGE: u64 = 180;
 
 /// The CRD, a namespace of its own, the S3 credentials Secret, and the operator installed by Helm
 /// watching that namespace only.
-async fn install(bed: &TestBed, prefix: &str) -> String {
+pub(crate) async fn install(bed: &TestBed, prefix: &str) -> String {
+    install_with(bed, prefix, &[]).await
+}
+
+/// [`install`] with more `helm install` arguments.
+pub(crate) async fn install_with(bed: &TestBed, prefix: &str, helm_args: &[&str]) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     run_ok(
         bed.kubectl()
@@ -61,18 +66,25 @@ async fn install(bed: &TestBed, prefix: &str) -> String {
             .args(["-n", &ns, "--skip-crds", "--wait", "--timeout", "120s"])
             .args(["--set", "image.repository=strom.test/strom-operator"])
             .args(["--set", "image.tag=dev"])
-            .args(["--set", &format!("watchNamespaces={{{ns}}}")]),
+            .args(["--set", &format!("watchNamespaces={{{ns}}}")])
+            .args(helm_args),
     );
     ns
 }
 
-fn bucket(ns: &str) -> String {
+pub(crate) fn bucket(ns: &str) -> String {
     format!("op-{ns}")
 }
 
 /// A FlinkJob running `auction-stats` (bids → 10 s count and max per auction → join with the
 /// auctions) into the exactly-once file sink in S3, checkpointing to S3.
-fn auction_stats(bed: &TestBed, ns: &str, name: &str, bids: u64, rate: Option<u64>) -> Value {
+pub(crate) fn auction_stats(
+    bed: &TestBed,
+    ns: &str,
+    name: &str,
+    bids: u64,
+    rate: Option<u64>,
+) -> Value {
     json!({
         "apiVersion": "strom.dev/v1alpha1",
         "kind": "FlinkJob",
@@ -100,7 +112,7 @@ fn auction_stats(bed: &TestBed, ns: &str, name: &str, bids: u64, rate: Option<u6
     })
 }
 
-async fn apply(api: &Api<FlinkJob>, manifest: &Value) {
+pub(crate) async fn apply(api: &Api<FlinkJob>, manifest: &Value) {
     let name = manifest["metadata"]["name"].as_str().unwrap();
     api.patch(
         name,
@@ -111,25 +123,25 @@ async fn apply(api: &Api<FlinkJob>, manifest: &Value) {
     .unwrap();
 }
 
-async fn merge(api: &Api<FlinkJob>, name: &str, patch: Value) {
+pub(crate) async fn merge(api: &Api<FlinkJob>, name: &str, patch: Value) {
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
 }
 
-fn condition<'a>(fj: &'a Value, kind: &str) -> Option<&'a Value> {
+pub(crate) fn condition<'a>(fj: &'a Value, kind: &str) -> Option<&'a Value> {
     fj["status"]["conditions"]
         .as_array()?
         .iter()
         .find(|c| c["type"] == kind)
 }
 
-fn is_true(fj: &Value, kind: &str) -> bool {
+pub(crate) fn is_true(fj: &Value, kind: &str) -> bool {
     condition(fj, kind).is_some_and(|c| c["status"] == "True")
 }
 
 /// Waits until the FlinkJob's status satisfies CHECK and is current (observedGeneration).
-async fn until(
+pub(crate) async fn until(
     api: &Api<FlinkJob>,
     name: &str,
     what: &str,
@@ -152,7 +164,7 @@ async fn until(
     }
 }
 
-fn running_at(fj: &Value, parallelism: i64) -> bool {
+pub(crate) fn running_at(fj: &Value, parallelism: i64) -> bool {
     is_true(fj, "Ready")
         && fj["status"]["lifecycleState"] == "Running"
         && fj["status"]["parallelism"] == parallelism
@@ -160,7 +172,11 @@ fn running_at(fj: &Value, parallelism: i64) -> bool {
 }
 
 /// The committed rows of the exactly-once sink, read from the S3 server's files.
-fn committed(bed: &TestBed, ns: &str, name: &str) -> std::collections::BTreeMap<eo::Out, usize> {
+pub(crate) fn committed(
+    bed: &TestBed,
+    ns: &str,
+    name: &str,
+) -> std::collections::BTreeMap<eo::Out, usize> {
     let dir = PathBuf::from(bed.var("STROM_TESTBED_S3_DATA"))
         .join(bucket(ns))
         .join(format!("{name}-out"));
@@ -169,8 +185,23 @@ fn committed(bed: &TestBed, ns: &str, name: &str) -> std::collections::BTreeMap<
     eo::committed(&sink, store.as_ref())
 }
 
+/// What `auction-stats` over BIDS bids (as [`auction_stats`] configures it) must commit, computed
+/// by brute force.
+pub(crate) fn reference(bids: u64) -> std::collections::BTreeMap<eo::Out, usize> {
+    let expected = eo::reference_with(
+        &strom::connectors::nexmark::NexmarkConfig {
+            events_per_second: 2_000,
+            ..strom::connectors::nexmark::NexmarkConfig::default()
+        },
+        bids,
+        bids / 10,
+    );
+    assert!(!expected.is_empty());
+    expected
+}
+
 /// Savepoint directories (with `_metadata`) under a checkpoint prefix in S3.
-fn savepoints_in_s3(bed: &TestBed, ns: &str, prefix: &str) -> Vec<PathBuf> {
+pub(crate) fn savepoints_in_s3(bed: &TestBed, ns: &str, prefix: &str) -> Vec<PathBuf> {
     let root = PathBuf::from(bed.var("STROM_TESTBED_S3_DATA"))
         .join(bucket(ns))
         .join(prefix);
@@ -316,16 +347,7 @@ async fn a_flinkjob_runs_rescales_suspends_resumes_and_upgrades_exactly_once() {
     assert_eq!(lineage.len(), 4, "{status}");
 
     // Every record of every run, exactly once: the committed output is the reference.
-    let expected = eo::reference_with(
-        &strom::connectors::nexmark::NexmarkConfig {
-            events_per_second: 2_000,
-            ..strom::connectors::nexmark::NexmarkConfig::default()
-        },
-        bids,
-        bids / 10,
-    );
-    assert!(!expected.is_empty());
-    eo::assert_same(&committed(bed, &ns, name), &expected);
+    eo::assert_same(&committed(bed, &ns, name), &reference(bids));
 
     // Deleting it: the finalizer lets it go, the pods go with it.
     api.delete(name, &DeleteParams::default()).await.unwrap();
