@@ -9,6 +9,7 @@
 
 use std::process::Command;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::{Value, json};
@@ -17,8 +18,8 @@ use strom_tests::eo;
 use strom_tests::testbed::{TestBed, eventually, run_ok};
 
 use crate::operator::{
-    CONVERGE, apply, auction_stats, committed, install_with, merge, reference, running_at,
-    savepoints_in_s3, until,
+    CONVERGE, apply, auction_stats, committed, condition, install_with, is_true, merge, reference,
+    running_at, savepoints_in_s3, until,
 };
 use crate::s3::SERVER;
 
@@ -337,5 +338,186 @@ async fn the_operator_killed_at_each_step_of_a_rescale_and_a_lost_taskmanager_lo
     assert_eq!(status["restoredFrom"].as_array().unwrap().len(), 4);
 
     // Every record of every run, through every fault, exactly once.
+    eo::assert_same(&committed(bed, &ns, name), &reference(bids));
+}
+
+/// The holder of a Lease in the namespace.
+async fn lease_holder(bed: &TestBed, ns: &str, lease: &str) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(bed.kube().await, ns);
+    leases.get(lease).await.ok()?.spec?.holder_identity
+}
+
+/// Whether a snapshot location (`s3://<bucket>/<prefix>#<dir>`) is complete in the S3 server.
+fn in_s3(bed: &TestBed, location: &str) -> bool {
+    let path = location
+        .strip_prefix("s3://")
+        .unwrap()
+        .replacen('#', "/", 1);
+    std::path::Path::new(bed.var("STROM_TESTBED_S3_DATA"))
+        .join(path)
+        .join("_metadata")
+        .exists()
+}
+
+#[tokio::test]
+async fn two_operators_two_jobmanagers_savepoint_history_and_a_rolled_back_upgrade_lose_nothing() {
+    let _s3 = SERVER.read().await;
+    let bed = TestBed::get();
+    let ns = install_with(
+        bed,
+        "opha",
+        &[
+            "--set",
+            "replicas=2",
+            "--set",
+            "env[0].name=STROM_OPERATOR_LEASE_SECONDS",
+            "--set-string",
+            "env[0].value=4",
+        ],
+    )
+    .await;
+    let client = bed.kube().await;
+    let api: Api<FlinkJob> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let name = "ha";
+    let bids = 60_000;
+    let mut manifest = auction_stats(bed, &ns, name, bids, Some(100));
+    let spec = &mut manifest["spec"];
+    spec["serviceAccount"] = json!("strom-jobmanager");
+    spec["jobManager"] = json!({"replicas": 2});
+    spec["savepoints"] = json!({"intervalSeconds": 2, "history": 2});
+    spec["rollbackOnFailure"] = json!(true);
+    spec["progressDeadlineSeconds"] = json!(40);
+    apply(&api, &manifest).await;
+    until(&api, name, "the job to run", |f| running_at(f, 2)).await;
+    assert_eq!(pods_of(&pods, "jobmanager").await.len(), 2);
+
+    // Periodic savepoints; the history keeps two, the older ones are disposed of in S3 first.
+    let seen = std::sync::Mutex::new(Vec::<String>::new());
+    let remember = |f: &Value| {
+        if let Some(l) = f["status"]["lastSavepoint"]["location"].as_str() {
+            let mut seen = seen.lock().unwrap();
+            if !seen.iter().any(|s| s == l) {
+                seen.push(l.to_owned());
+            }
+        }
+    };
+    until(&api, name, "four periodic savepoints", |f| {
+        remember(f);
+        seen.lock().unwrap().len() >= 4
+    })
+    .await;
+    let early: Vec<String> = seen.lock().unwrap()[..2].to_vec();
+    let fj = until(&api, name, "the oldest savepoints to be disposed of", |f| {
+        remember(f);
+        f["status"]["savepointHistory"]
+            .as_array()
+            .is_some_and(|h| h.len() <= 2)
+            && early.iter().all(|l| !in_s3(bed, l))
+    })
+    .await;
+    for kept in fj["status"]["savepointHistory"].as_array().unwrap() {
+        let location = kept["location"].as_str().unwrap();
+        assert!(in_s3(bed, location), "{location} is in the history");
+    }
+
+    // The leading operator frozen: the standby takes the Lease and carries on (a new savepoint);
+    // thawed, the old leader finds the Lease gone and exits instead of acting.
+    let lease = format!("{ns}-strom-operator");
+    let leader = lease_holder(bed, &ns, &lease).await.unwrap();
+    let (pid, restarts) = process(&pods.get(&leader).await.unwrap()).unwrap();
+    let frozen = Frozen::new(vec![pid]);
+    eventually("the standby operator to lead", CONVERGE, || async {
+        let holder = lease_holder(bed, &ns, &lease).await?;
+        (holder != leader).then_some(())
+    })
+    .await;
+    let before = seen.lock().unwrap().len();
+    until(&api, name, "a savepoint under the new leader", |f| {
+        remember(f);
+        seen.lock().unwrap().len() > before
+    })
+    .await;
+    drop(frozen);
+    let exited = eventually("the deposed operator to exit", CONVERGE, || async {
+        let pod = pods.get(&leader).await.ok()?;
+        let status = pod.status?.container_statuses?.into_iter().next()?;
+        (status.restart_count > restarts).then_some(status)
+    })
+    .await;
+    let code = exited
+        .last_state
+        .and_then(|s| s.terminated)
+        .map(|t| t.exit_code);
+    assert!(code.is_some_and(|c| c != 0), "{code:?}");
+
+    // The leading JobManager frozen, then killed: the standby takes its Lease once it expires and
+    // restores the job. (Killed alone, the kubelet restarts it in the same pod, which holds the
+    // Lease under the same identity and simply carries on.)
+    let jm_lease = format!("{name}-jobmanager-leader");
+    let jm_leader = lease_holder(bed, &ns, &jm_lease).await.unwrap();
+    let jm = pods.get(&jm_leader).await.unwrap();
+    let (jm_pid, _) = process(&jm).unwrap();
+    let job_id = fj["status"]["run"]["jobId"].as_str().unwrap().to_owned();
+    let frozen = Frozen::new(vec![jm_pid]);
+    eventually("the standby JobManager to lead", CONVERGE, || async {
+        let holder = lease_holder(bed, &ns, &jm_lease).await?;
+        (holder != jm_leader).then_some(())
+    })
+    .await;
+    signal(jm_pid, "KILL");
+    drop(frozen);
+    let before = seen.lock().unwrap().len();
+    until(&api, name, "the job to run under the new JobManager", |f| {
+        remember(f);
+        running_at(f, 2) && seen.lock().unwrap().len() > before
+    })
+    .await;
+    let job = eventually("the job on the new leader", CONVERGE, || async {
+        job_on_jobmanager(&pods, &job_id).await
+    })
+    .await;
+    assert_eq!(job["state"], "RUNNING", "{job}");
+
+    // An upgrade that cannot run (no such image): past the deadline it is rolled back to the last
+    // stable spec, from the upgrade's savepoint; the failing spec is not retried.
+    merge(
+        &api,
+        name,
+        json!({"spec": {"image": "strom.test/no-such-binary:dev"}}),
+    )
+    .await;
+    let fj = until(&api, name, "the failed upgrade to be rolled back", |f| {
+        condition(f, "Stalled").is_some_and(|c| c["reason"] == "RolledBack")
+            && f["status"]["jobState"] == "RUNNING"
+    })
+    .await;
+    let status = &fj["status"];
+    assert!(status["run"]["rolledBackFrom"].is_string(), "{status}");
+    let restored = status["run"]["restoredFrom"].as_str().unwrap();
+    assert!(restored.contains("#savepoints/"), "{status}");
+    assert_eq!(status["run"]["spec"]["image"], "strom.test/strom:dev");
+    let deployed: Vec<String> = pods_of(&pods, "taskmanager")
+        .await
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.containers.first()?.image.clone())
+        .collect();
+    assert!(
+        deployed.iter().all(|i| i == "strom.test/strom:dev"),
+        "{deployed:?}"
+    );
+
+    // Fixed (and the rate limit lifted): a new upgrade from a savepoint, to the end.
+    merge(
+        &api,
+        name,
+        json!({"spec": {"image": "strom.test/strom:dev", "job": {"args": {"rateLimit": null}}}}),
+    )
+    .await;
+    let fj = until(&api, name, "the job to finish", |f| {
+        f["status"]["lifecycleState"] == "Finished"
+    })
+    .await;
+    assert!(!is_true(&fj, "Stalled"), "{}", fj["status"]);
     eo::assert_same(&committed(bed, &ns, name), &reference(bids));
 }
