@@ -23,6 +23,15 @@ use crate::operator::{
 };
 use crate::s3::SERVER;
 
+/// Helm arguments for a short operator Lease (4 s), so that a restarted or standby operator takes
+/// over soon after the leader died or froze.
+const SHORT_LEASE: [&str; 4] = [
+    "--set",
+    "env[0].name=STROM_OPERATOR_LEASE_SECONDS",
+    "--set-string",
+    "env[0].value=4",
+];
+
 /// Pods of one component (`operator`, `jobmanager`, `taskmanager`) in the namespace.
 async fn pods_of(pods: &Api<Pod>, component: &str) -> Vec<Pod> {
     pods.list(&ListParams::default().labels(&format!("app.kubernetes.io/component={component}")))
@@ -190,18 +199,7 @@ async fn rescaled(
 async fn the_operator_killed_at_each_step_of_a_rescale_and_a_lost_taskmanager_lose_nothing() {
     let _s3 = SERVER.read().await;
     let bed = TestBed::get();
-    // A short Lease, so that the restarted operator takes over soon after its predecessor died.
-    let ns = install_with(
-        bed,
-        "opfault",
-        &[
-            "--set",
-            "env[0].name=STROM_OPERATOR_LEASE_SECONDS",
-            "--set-string",
-            "env[0].value=4",
-        ],
-    )
-    .await;
+    let ns = install_with(bed, "opfault", &SHORT_LEASE).await;
     let client = bed.kube().await;
     let api: Api<FlinkJob> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -366,14 +364,7 @@ async fn two_operators_two_jobmanagers_savepoint_history_and_a_rolled_back_upgra
     let ns = install_with(
         bed,
         "opha",
-        &[
-            "--set",
-            "replicas=2",
-            "--set",
-            "env[0].name=STROM_OPERATOR_LEASE_SECONDS",
-            "--set-string",
-            "env[0].value=4",
-        ],
+        &[&SHORT_LEASE[..], &["--set", "replicas=2"]].concat(),
     )
     .await;
     let client = bed.kube().await;
