@@ -500,15 +500,10 @@ impl<'o, 'a> Planner<'o, 'a> {
         Some(Health::Stalled("RolledBack", msg))
     }
 
-    /// Starts a change of the running job: a suspend, an upgrade or a rescale.
-    fn begin_change(&mut self, kind: &'static str, run: &RunStatus) -> Health {
-        let o = self.o;
-        let mode = match (kind, o.spec.job.upgrade_mode) {
-            ("rescale", UpgradeMode::LastState) => UpgradeMode::Savepoint,
-            (_, m) => m,
-        };
+    /// A change of the running run, starting now in its stopping phase.
+    fn new_change(&self, kind: &str, mode: UpgradeMode, run: &RunStatus) -> UpgradeStatus {
         let now = self.now();
-        let mut up = UpgradeStatus {
+        UpgradeStatus {
             kind: kind.to_owned(),
             mode,
             phase: "stopping".into(),
@@ -518,7 +513,17 @@ impl<'o, 'a> Planner<'o, 'a> {
             stopped_at: None,
             restore_from: None,
             from_parallelism: run.parallelism,
+        }
+    }
+
+    /// Starts a change of the running job: a suspend, an upgrade or a rescale.
+    fn begin_change(&mut self, kind: &'static str, run: &RunStatus) -> Health {
+        let o = self.o;
+        let mode = match (kind, o.spec.job.upgrade_mode) {
+            ("rescale", UpgradeMode::LastState) => UpgradeMode::Savepoint,
+            (_, m) => m,
         };
+        let mut up = self.new_change(kind, mode, run);
         self.actions.push(Action::Apply);
         // A run that never got running made no progress: the next one starts where it would have.
         if run.running_at.is_none() {
@@ -918,18 +923,7 @@ impl<'o, 'a> Planner<'o, 'a> {
             let up = match self.st.upgrade.clone() {
                 Some(up) if up.kind == "delete" => Some(up),
                 _ if o.job.is("RUNNING") => {
-                    let now = self.now();
-                    self.st.upgrade = Some(UpgradeStatus {
-                        kind: "delete".into(),
-                        mode: UpgradeMode::Savepoint,
-                        phase: "stopping".into(),
-                        started_at: now.clone(),
-                        phase_started_at: now,
-                        request_id: None,
-                        stopped_at: None,
-                        restore_from: None,
-                        from_parallelism: run.parallelism,
-                    });
+                    self.st.upgrade = Some(self.new_change("delete", UpgradeMode::Savepoint, &run));
                     self.actions.push(Action::StopWithSavepoint {
                         job_id: run.job_id.clone(),
                     });
