@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Config, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -422,46 +422,34 @@ async fn apply_run(
             return Ok(());
         }
     };
-    let params = PatchParams::apply(MANAGER).force();
-    let ns = target.namespace;
-    let c = &ctx.client;
-    Api::<ConfigMap>::namespaced(c.clone(), ns)
-        .patch(
-            &target.config(),
-            &params,
-            &Patch::Apply(&with_kind(&objects.config, "v1", "ConfigMap")),
-        )
-        .await?;
-    Api::<Service>::namespaced(c.clone(), ns)
-        .patch(
-            &target.jobmanager(),
-            &params,
-            &Patch::Apply(&with_kind(&objects.service, "v1", "Service")),
-        )
-        .await?;
-    let deployments = Api::<Deployment>::namespaced(c.clone(), ns);
-    deployments
-        .patch(
-            &target.jobmanager(),
-            &params,
-            &Patch::Apply(&with_kind(&objects.jobmanager, "apps/v1", "Deployment")),
-        )
-        .await?;
-    deployments
-        .patch(
-            &target.taskmanager(),
-            &params,
-            &Patch::Apply(&with_kind(&objects.taskmanager, "apps/v1", "Deployment")),
-        )
-        .await?;
+    let (c, ns) = (&ctx.client, target.namespace);
+    apply(c, ns, &target.config(), &objects.config).await?;
+    apply(c, ns, &target.jobmanager(), &objects.service).await?;
+    apply(c, ns, &target.jobmanager(), &objects.jobmanager).await?;
+    apply(c, ns, &target.taskmanager(), &objects.taskmanager).await?;
     Ok(())
 }
 
-fn with_kind<T: serde::Serialize>(object: &T, api_version: &str, kind: &str) -> serde_json::Value {
+/// Server-side apply of one namespaced object under the operator's field manager.
+async fn apply<K>(client: &kube::Client, ns: &str, name: &str, object: &K) -> Result<(), Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
     let mut v = serde_json::to_value(object).unwrap_or_default();
-    v["apiVersion"] = json!(api_version);
-    v["kind"] = json!(kind);
-    v
+    v["apiVersion"] = json!(K::api_version(&()));
+    v["kind"] = json!(K::kind(&()));
+    Api::<K>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&v),
+        )
+        .await?;
+    Ok(())
 }
 
 /// Deletes the run's Deployments (their pods go with them).
