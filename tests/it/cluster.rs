@@ -8,6 +8,9 @@
 //! - Backpressure across processes: a throttled sink behind a network edge; the records in flight
 //!   stay within what credit-based flow control allows and no process's memory grows.
 //! - The REST API against `docs/openapi.yaml`.
+//! - Rescaling past the number of source splits: restored at 3 from a savepoint at 2, a source
+//!   subtask without a split checkpoints, holds no watermark back, and stops with the others; two
+//!   stop requests are one stop; the last run's committed output equals the reference.
 //!
 //! The processes are started with `strom_tests::processes`.
 
@@ -20,7 +23,9 @@ use serde_json::{Value, json};
 use strom::checkpoint::store::{CheckpointStore, LocalStore};
 use strom::connectors::two_phase::ExactlyOnceFileSink;
 use strom_tests::eo;
-use strom_tests::processes::{Cluster, agent, checkpoints_of, get, job_of, post, strom_binary};
+use strom_tests::processes::{
+    Cluster, JobManagerAddr, agent, checkpoints_of, get, job_of, post, strom_binary,
+};
 
 const LONG: Duration = Duration::from_secs(240);
 
@@ -803,4 +808,153 @@ fn a_bad_configuration_is_refused_at_start_with_the_reason() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("slots must be at least 1"));
+}
+
+/// The savepoint requests of a job's history.
+fn savepoints_of(jm: &JobManagerAddr, id: &str) -> Vec<Value> {
+    checkpoints_of(jm, id).unwrap()["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["savepoint"] == true)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_source_subtask_without_a_split_checkpoints_and_stops_with_the_others() {
+    let mut cluster = Cluster::new("splitless");
+    let jm = cluster.jobmanager("jm", None, None);
+    cluster.taskmanager("tm-1", &[&jm], 2);
+    cluster.taskmanager("tm-2", &[&jm], 2);
+    cluster.until("both TaskManagers to register", LONG, || {
+        get(&format!("http://{}/v1/overview", jm.rest)).filter(|(_, o)| o["taskmanagers"] == 2)
+    });
+    let output = cluster.dir.join("output");
+    let store: Arc<dyn CheckpointStore> = Arc::new(LocalStore::new(&output));
+    let sink = ExactlyOnceFileSink::new(store.clone(), strom::cluster::RESULTS_DIR);
+    let files = || sink.committed().unwrap().len();
+    let bids: u64 = 200_000;
+    // 2,000 events per event-time second: a 10 s window closes about every 18,400 bids.
+    let spec = |run: &str, parallelism: u32, rate: Option<u64>, restore: Option<String>| {
+        json!({
+            "name": "auction-stats",
+            "events": bids,
+            "eventsPerSecond": 2_000,
+            "rateLimit": rate,
+            "engine": {"parallelism": parallelism, "batchSize": 256},
+            "checkpoints": {"storage": cluster.dir.join(run), "intervalMs": 300, "timeoutMs": 30_000},
+            "output": {"kind": "files", "path": output},
+            "restoreFrom": restore,
+        })
+    };
+    let submit = |id: &str, spec: &Value| {
+        let (status, body) = post(&format!("http://{}/v1/jobs?id={id}", jm.rest), spec);
+        assert_eq!(status, 201, "{body}");
+    };
+    let ended = |id: &str| {
+        job_of(&jm, id).filter(|j| {
+            let s = j["state"].as_str().unwrap_or("");
+            s == "FINISHED" || s == "FAILED" || s == "CANCELED"
+        })
+    };
+    let savepoint = |id: &str, request: &str| {
+        cluster
+            .until("the savepoint", LONG, || {
+                get(&format!(
+                    "http://{}/v1/jobs/{id}/savepoints/{request}",
+                    jm.rest
+                ))
+                .filter(|(_, s)| s["status"] != "IN_PROGRESS")
+            })
+            .1
+    };
+
+    // At 2, two splits per source; stopped with a savepoint early in the first window.
+    submit("p2", &spec("p2", 2, Some(3_000), None));
+    cluster.until("bids at parallelism 2", LONG, || {
+        job_of(&jm, "p2")
+            .filter(|j| vertex(j, "nexmark(bids)")["recordsOut"].as_u64() >= Some(10_000))
+    });
+    let (status, stop) = post(&format!("http://{}/v1/jobs/p2/stop", jm.rest), &json!({}));
+    assert_eq!(status, 202, "{stop}");
+    let first = savepoint("p2", stop["requestId"].as_str().unwrap());
+    assert_eq!(first["status"], "COMPLETED", "{first}");
+    let done = cluster.until("the job at 2 to end", LONG, || ended("p2"));
+    assert_eq!(done["state"], "FINISHED", "{done}");
+    let first = format!(
+        "{}#{}",
+        cluster.dir.join("p2").display(),
+        first["location"].as_str().unwrap()
+    );
+    let before = files();
+
+    // At 3, one subtask of each source has no split. It takes part in checkpoints, and it holds
+    // no watermark back: windows close and their results are committed while the job runs.
+    submit("p3", &spec("p3", 3, Some(3_000), Some(first)));
+    let running = cluster.until("the job at 3 to run", LONG, || {
+        job_of(&jm, "p3").filter(|j| j["state"] == "RUNNING" || j["state"] == "FAILED")
+    });
+    assert_eq!(running["state"], "RUNNING", "{running}");
+    assert_eq!(vertex(&running, "nexmark(bids)")["parallelism"], 3);
+    cluster.until("results committed at 3", LONG, || {
+        let checkpoints = checkpoints_of(&jm, "p3")?;
+        (checkpoints["completed"].as_u64() >= Some(1) && files() > before).then_some(())
+    });
+    let progress = job_of(&jm, "p3").unwrap();
+    assert_eq!(progress["state"], "RUNNING", "the run at 3 ended too early");
+
+    // Stopped twice (an operator that lost the first answer asks again): one stop, one savepoint.
+    // A savepoint without stop is refused meanwhile.
+    let (status, stop) = post(&format!("http://{}/v1/jobs/p3/stop", jm.rest), &json!({}));
+    assert_eq!(status, 202, "{stop}");
+    let (status, again) = post(
+        &format!("http://{}/v1/jobs/p3/savepoints", jm.rest),
+        &json!({"stop": true}),
+    );
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(
+        again["requestId"], stop["requestId"],
+        "a second stop is the same request"
+    );
+    let (status, refused) = post(
+        &format!("http://{}/v1/jobs/p3/savepoints", jm.rest),
+        &json!({}),
+    );
+    assert_eq!(status, 409, "a savepoint while stopping: {refused}");
+    let request = stop["requestId"].as_str().unwrap();
+    let second = savepoint("p3", request);
+    assert_eq!(second["status"], "COMPLETED", "{second}");
+    let done = cluster.until("the stopped job at 3 to finish", LONG, || ended("p3"));
+    assert_eq!(done["state"], "FINISHED", "{done}");
+    let location = second["location"].as_str().unwrap();
+    assert!(
+        cluster
+            .dir
+            .join("p3")
+            .join(location)
+            .join("_metadata")
+            .exists(),
+        "{second}"
+    );
+    let savepoints = savepoints_of(&jm, "p3");
+    assert_eq!(savepoints.len(), 1, "{savepoints:?}");
+    assert_eq!(savepoints[0]["path"], location);
+
+    // At 4 (two subtasks per source without a split), unthrottled, to the end.
+    let second = format!("{}#{location}", cluster.dir.join("p3").display());
+    submit("p4", &spec("p4", 4, None, Some(second)));
+    let done = cluster.until("the job at 4 to end", LONG, || ended("p4"));
+    assert_eq!(done["state"], "FINISHED", "{done}");
+
+    let expected = eo::reference_with(
+        &strom::connectors::nexmark::NexmarkConfig {
+            events_per_second: 2_000,
+            ..strom::connectors::nexmark::NexmarkConfig::default()
+        },
+        bids,
+        bids / 10,
+    );
+    assert!(!expected.is_empty());
+    eo::assert_same(&eo::committed(&sink, store.as_ref()), &expected);
 }

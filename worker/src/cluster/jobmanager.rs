@@ -34,7 +34,7 @@ use super::proto::task_manager_client::TaskManagerClient;
 use super::proto::{self, task_report};
 use super::{checkpoint_options, job_graph, restore_from};
 use crate::checkpoint::storage::{
-    LoadedSnapshot, SnapshotWriter, UploadedState, latest_checkpoint,
+    LoadedSnapshot, SnapshotRef, SnapshotWriter, UploadedState, latest_checkpoint,
 };
 use crate::error::{Error, Result};
 use crate::plan::physical::plan;
@@ -112,6 +112,9 @@ pub struct SavepointStatus {
     pub location: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// The attempt it was requested of.
+    #[serde(skip)]
+    attempt: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -686,10 +689,15 @@ impl JobManager {
                 addresses: addresses.clone(),
                 restore_dir: restore_dir.clone(),
                 first_checkpoint: first_id,
+                task_manager_id: tm.clone(),
             };
             if let Err(e) = self.rt.block_on(client.deploy(request)) {
-                if e.code() == tonic::Code::Unavailable {
-                    // Gone without a word (killed): no need to wait for its heartbeats to stop.
+                if matches!(
+                    e.code(),
+                    tonic::Code::Unavailable | tonic::Code::FailedPrecondition
+                ) {
+                    // Gone without a word (killed), or another process has its address now: no
+                    // need to wait for its heartbeats to stop. Alive, it registers again.
                     self.taskmanagers.lock().remove(tm);
                 }
                 // Hand the coordinator back so that stop_attempt can end it.
@@ -1036,6 +1044,11 @@ impl JobMaster {
     }
 
     /// Starts a savepoint (and a stop after it if `stop`); returns the request id to poll.
+    ///
+    /// A stop is idempotent: while the running attempt has a stop-with-savepoint that did not fail
+    /// (in progress, or completed and the job finishing), another stop request gets that request's
+    /// id, so that a caller who lost the first answer sees the same savepoint. A savepoint without
+    /// a stop is refused meanwhile: the job is stopping.
     pub fn savepoint(self: &Arc<Self>, stop: bool) -> Result<u64> {
         if self.state() != JobState::Running {
             return Err(Error::plan(
@@ -1049,42 +1062,68 @@ impl JobMaster {
                 "savepoints need checkpoint storage (spec.checkpoints)",
             ));
         };
+        let attempt = self.status.lock().attempt;
+        // Held from the check to the insert, so that two requests at once agree on one stop.
+        let mut savepoints = self.savepoints.lock();
+        let stopping = savepoints
+            .iter()
+            .rev()
+            .find(|(_, s)| s.stop && s.attempt == attempt && s.status != "FAILED")
+            .map(|(&id, _)| id);
+        match (stopping, stop) {
+            (Some(id), true) => return Ok(id),
+            (Some(id), false) => {
+                return Err(Error::plan(
+                    "job",
+                    format!(
+                        "job {} is stopping with a savepoint (request {id}); a savepoint without stop is refused",
+                        self.id
+                    ),
+                ));
+            }
+            (None, _) => {}
+        }
         let (reply, answer) = crossbeam_channel::bounded(1);
         line.send(Report::Savepoint { stop, reply })
             .map_err(|_| Error::Cancelled)?;
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
-        self.savepoints.lock().insert(
+        savepoints.insert(
             id,
             SavepointStatus {
                 status: "IN_PROGRESS",
                 stop,
                 location: None,
                 failure: None,
+                attempt,
             },
         );
+        drop(savepoints);
         let job = self.clone();
         std::thread::Builder::new()
             .name("savepoint".into())
-            .spawn(move || {
-                let result = answer
-                    .recv()
-                    .unwrap_or_else(|_| Err(Error::Cluster("the attempt ended".into())));
-                let mut s = job.savepoints.lock();
-                if let Some(entry) = s.get_mut(&id) {
-                    match result {
-                        Ok(r) => {
-                            entry.status = "COMPLETED";
-                            entry.location = Some(r.dir);
-                        }
-                        Err(e) => {
-                            entry.status = "FAILED";
-                            entry.failure = Some(e.to_string());
-                        }
-                    }
-                }
-            })
+            .spawn(move || job.await_savepoint(id, &answer))
             .map_err(|e| Error::io("spawning a savepoint waiter", e))?;
         Ok(id)
+    }
+
+    /// Records the coordinator's answer to savepoint request `id`.
+    fn await_savepoint(&self, id: u64, answer: &Receiver<Result<SnapshotRef>>) {
+        let result = answer
+            .recv()
+            .unwrap_or_else(|_| Err(Error::Cluster("the attempt ended".into())));
+        let mut s = self.savepoints.lock();
+        if let Some(entry) = s.get_mut(&id) {
+            match result {
+                Ok(r) => {
+                    entry.status = "COMPLETED";
+                    entry.location = Some(r.dir);
+                }
+                Err(e) => {
+                    entry.status = "FAILED";
+                    entry.failure = Some(e.to_string());
+                }
+            }
+        }
     }
 
     pub fn savepoint_status(&self, id: u64) -> Option<SavepointStatus> {
@@ -1285,16 +1324,34 @@ impl JobManagerRpc for Service {
         let client = TaskManagerClient::new(channel)
             .max_decoding_message_size(MAX_FRAME)
             .max_encoding_message_size(MAX_FRAME);
-        let known = self.0.taskmanagers.lock().insert(
-            r.task_manager_id.clone(),
-            TaskManagerEntry {
-                address: r.address.clone(),
-                slots: r.slots,
-                last_seen: Instant::now(),
-                client,
-                channels: Vec::new(),
-            },
-        );
+        let (known, replaced) = {
+            let mut tms = self.0.taskmanagers.lock();
+            // An address belongs to one process: a TaskManager registered at it before is gone
+            // (a pod's IP handed to its successor), however recent its last heartbeat.
+            let replaced: Vec<String> = tms
+                .iter()
+                .filter(|(id, t)| t.address == r.address && **id != r.task_manager_id)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &replaced {
+                tms.remove(id);
+            }
+            let known = tms.insert(
+                r.task_manager_id.clone(),
+                TaskManagerEntry {
+                    address: r.address.clone(),
+                    slots: r.slots,
+                    last_seen: Instant::now(),
+                    client,
+                    channels: Vec::new(),
+                },
+            );
+            (known, replaced)
+        };
+        for id in replaced {
+            tracing::warn!(taskmanager = %id, address = %r.address, "TaskManager lost: its address is another's now");
+            self.0.lost(&id);
+        }
         if known.is_some() {
             // It came back (restarted, or it gave us up): what it ran is gone.
             self.0.lost(&r.task_manager_id);
@@ -1324,5 +1381,124 @@ impl JobManagerRpc for Service {
         }
         self.0.on_report(report)?;
         Ok(Response::new(proto::Empty {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::checkpoint::store::LocalStore;
+
+    /// A running job master whose coordinator line is the returned receiver.
+    fn running() -> (Arc<JobMaster>, Receiver<Report>) {
+        let spec: JobSpec = serde_json::from_value(serde_json::json!({"name": "q5"})).unwrap();
+        let (events, events_rx) = crossbeam_channel::unbounded();
+        let (line, reports) = crossbeam_channel::unbounded();
+        let job = Arc::new(JobMaster {
+            id: "job".into(),
+            spec,
+            vertices: Vec::new(),
+            numbering: Vec::new(),
+            slots: 1,
+            status: Mutex::new(Progress {
+                state: JobState::Running,
+                message: None,
+                attempt: 1,
+                restarts: 0,
+                start_ms: 0,
+                end_ms: None,
+                failure: None,
+                placement: Vec::new(),
+            }),
+            events,
+            events_rx,
+            checkpoints: Arc::new(CheckpointStats::default()),
+            coordinator: Mutex::new(Some(line)),
+            savepoints: Mutex::new(BTreeMap::new()),
+            next_request: AtomicU64::new(1),
+        });
+        (job, reports)
+    }
+
+    fn status(job: &JobMaster, id: u64) -> &'static str {
+        job.savepoint_status(id).unwrap().status
+    }
+
+    /// Waits (bounded) until request `id` has left IN_PROGRESS.
+    fn settled(job: &JobMaster, id: u64) -> SavepointStatus {
+        for _ in 0..500 {
+            let s = job.savepoint_status(id).unwrap();
+            if s.status != "IN_PROGRESS" {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("savepoint request {id} never settled");
+    }
+
+    #[test]
+    fn a_second_stop_joins_the_stop_in_progress() {
+        let (job, reports) = running();
+        let first = job.savepoint(true).unwrap();
+        let again = job.savepoint(true).unwrap();
+        assert_eq!(again, first, "a repeated stop is the same request");
+        let Ok(Report::Savepoint { stop: true, reply }) = reports.try_recv() else {
+            panic!("the coordinator was not asked to stop");
+        };
+        assert!(
+            reports.try_recv().is_err(),
+            "the coordinator was asked twice"
+        );
+        let refused = job.savepoint(false).unwrap_err().to_string();
+        assert!(refused.contains("stopping"), "{refused}");
+        assert_eq!(status(&job, first), "IN_PROGRESS");
+
+        let store: Arc<dyn crate::checkpoint::store::CheckpointStore> =
+            Arc::new(LocalStore::new(std::env::temp_dir().join("strom-jm-unit")));
+        reply
+            .send(Ok(SnapshotRef {
+                store,
+                dir: "savepoints/savepoint-0000000007".into(),
+            }))
+            .unwrap();
+        let done = settled(&job, first);
+        assert_eq!(done.status, "COMPLETED");
+        assert_eq!(
+            done.location.as_deref(),
+            Some("savepoints/savepoint-0000000007")
+        );
+        // Completed, the job still finishing: a stop sees the same savepoint.
+        assert_eq!(job.savepoint(true).unwrap(), first);
+        assert!(reports.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_stop_after_a_failed_one_or_in_a_new_attempt_is_a_new_request() {
+        let (job, reports) = running();
+        let first = job.savepoint(true).unwrap();
+        let Ok(Report::Savepoint { reply, .. }) = reports.try_recv() else {
+            panic!("no request");
+        };
+        reply
+            .send(Err(Error::Storage("savepoint 3 failed: Expired".into())))
+            .unwrap();
+        assert_eq!(settled(&job, first).status, "FAILED");
+        // The job went on: a new stop is a new request, and so is a stop of the next attempt.
+        let second = job.savepoint(true).unwrap();
+        assert_ne!(second, first);
+        assert!(matches!(
+            reports.try_recv(),
+            Ok(Report::Savepoint { stop: true, .. })
+        ));
+        job.status.lock().attempt = 2;
+        let third = job.savepoint(true).unwrap();
+        assert_ne!(third, second);
+        // A savepoint without stop and no stop pending: a request of its own.
+        let (plain_job, plain_reports) = running();
+        let plain = plain_job.savepoint(false).unwrap();
+        assert_eq!(plain_job.savepoint(true).unwrap(), plain + 1);
+        assert_eq!(plain_reports.try_iter().count(), 2);
     }
 }

@@ -15,6 +15,10 @@
 //! | POST | `/v1/jobs/{id}/cancel` | cancel |
 //! | POST | `/v1/savepoints/disposal` | delete a savepoint (`{"location": "<storage>#<dir>"}`) |
 //! | GET | `/metrics` | Prometheus text format |
+//!
+//! A stop with a savepoint is idempotent: while the job's stop is in progress (or completed, the
+//! job still finishing), another stop request answers with the same request id, and a savepoint
+//! without stop is refused (409); see [`JobMaster::savepoint`].
 
 use std::sync::Arc;
 

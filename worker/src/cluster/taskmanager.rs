@@ -738,6 +738,12 @@ impl TaskManagerRpc for Service {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         self.0.check_session(&request.session)?;
+        if request.task_manager_id != self.0.id {
+            return Err(Status::failed_precondition(format!(
+                "this is TaskManager {}, not {}",
+                self.0.id, request.task_manager_id
+            )));
+        }
         let tm = self.0.clone();
         tokio::task::spawn_blocking(move || tm.deploy(request))
             .await

@@ -385,18 +385,32 @@ fn next_control(link: &Link, cancelled: &AtomicBool) -> Result<Control> {
     }
 }
 
-/// After a stop-with-savepoint barrier: wait for the savepoint's fate. Completed: publish and end
-/// (`Ok(true)`). Aborted: carry on (`Ok(false)`), as Flink does when a stop-with-savepoint fails.
-fn await_stop(chain: &mut Chain, id: u64, link: &Link, cancelled: &AtomicBool) -> Result<bool> {
+/// What became of a stop-with-savepoint a subtask forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopFate {
+    /// The savepoint completed: the subtask has published what it covers and ends.
+    Stopped,
+    /// The savepoint was aborted: the subtask carries on, as Flink's do when a stop-with-savepoint
+    /// fails. `end`: the final checkpoint (taken after every source ended) completed meanwhile.
+    Aborted { end: bool },
+}
+
+/// After a stop-with-savepoint barrier: wait for the savepoint's fate, publishing what completes
+/// meanwhile.
+fn await_stop(chain: &mut Chain, id: u64, link: &Link, cancelled: &AtomicBool) -> Result<StopFate> {
+    let mut ended = false;
     loop {
         match next_control(link, cancelled)? {
-            Control::Complete { id: done, .. } => {
+            Control::Complete { id: done, end } => {
                 chain.checkpoint_complete(done)?;
                 if done >= id {
-                    return Ok(true);
+                    return Ok(StopFate::Stopped);
                 }
+                ended |= end;
             }
-            Control::Abort { id: aborted } if aborted == id => return Ok(false),
+            Control::Abort { id: aborted } if aborted == id => {
+                return Ok(StopFate::Aborted { end: ended });
+            }
             Control::Abort { .. } | Control::Trigger(_) => {}
         }
     }
@@ -428,7 +442,10 @@ pub(crate) fn run_source(
             match control {
                 Control::Trigger(barrier) => {
                     chain.checkpoint(Some(source.as_mut()), barrier, &link)?;
-                    if barrier.stop && await_stop(&mut chain, barrier.id, &link, cancelled)? {
+                    if barrier.stop
+                        && await_stop(&mut chain, barrier.id, &link, cancelled)?
+                            == StopFate::Stopped
+                    {
                         return Ok(());
                     }
                 }
@@ -472,7 +489,10 @@ pub(crate) fn run_source(
                 match link.control.recv_timeout(wait) {
                     Ok(Control::Trigger(barrier)) => {
                         chain.checkpoint(Some(source.as_mut()), barrier, &link)?;
-                        if barrier.stop && await_stop(&mut chain, barrier.id, &link, cancelled)? {
+                        if barrier.stop
+                            && await_stop(&mut chain, barrier.id, &link, cancelled)?
+                                == StopFate::Stopped
+                        {
                             return Ok(());
                         }
                     }
@@ -510,9 +530,11 @@ pub(crate) fn run_source(
     }
 }
 
-/// A source whose data ended. Without checkpointing it ends the job's input at once. With it, it
-/// still takes part in checkpoints and ends only once the final checkpoint (taken after every
-/// source ended) has completed, which makes sinks commit the last records.
+/// A source whose data ended (a subtask restored without a split ends at its first poll). Without
+/// checkpointing it ends the job's input at once. With it, it still takes part in checkpoints and
+/// ends once the final checkpoint (taken after every source ended) has completed, which makes
+/// sinks commit the last records, or, like a source still reading, once a stop-with-savepoint
+/// barrier it forwarded has completed: the coordinator takes no final checkpoint after a stop.
 fn finish_source(
     mut source: Box<dyn Source>,
     mut chain: Chain,
@@ -528,6 +550,15 @@ fn finish_source(
         match next_control(link, cancelled)? {
             Control::Trigger(barrier) => {
                 chain.checkpoint(Some(source.as_mut()), barrier, link)?;
+                if barrier.stop {
+                    match await_stop(&mut chain, barrier.id, link, cancelled)? {
+                        StopFate::Stopped => return Ok(()),
+                        StopFate::Aborted { end: true } => {
+                            return chain.broadcast_all(&Message::EndOfInput);
+                        }
+                        StopFate::Aborted { end: false } => {}
+                    }
+                }
             }
             Control::Complete { id, end } => {
                 chain.checkpoint_complete(id)?;
@@ -722,7 +753,7 @@ pub(crate) fn run_operator(
             if pending_stop.is_some() {
                 // After a stop-with-savepoint barrier nothing more is read: wait for its fate.
                 let Some(id) = pending_stop else { break };
-                if await_stop(&mut chain, id, &link, cancelled)? {
+                if await_stop(&mut chain, id, &link, cancelled)? == StopFate::Stopped {
                     return Ok(());
                 }
                 pending_stop = None;
