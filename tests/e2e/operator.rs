@@ -357,6 +357,21 @@ async fn a_flinkjob_runs_rescales_suspends_resumes_and_upgrades_exactly_once() {
     .await;
 }
 
+#[test]
+fn the_chart_lints_clean_watching_everything_or_a_list_of_namespaces() {
+    let bed = TestBed::get();
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/strom");
+    for values in [&[][..], &["--set", "watchNamespaces={team-a,team-b}"]] {
+        let out = run_ok(
+            bed.helm()
+                .args(["lint", "--strict"])
+                .arg(&chart)
+                .args(values),
+        );
+        assert!(out.contains("0 chart(s) failed"), "{out}");
+    }
+}
+
 #[tokio::test]
 async fn upgrades_without_state_and_deletion_with_a_savepoint() {
     let _s3 = SERVER.read().await;

@@ -156,16 +156,21 @@ async fn taskmanagers(pods: &Api<Pod>, expected: usize) -> Vec<u32> {
     .await
 }
 
-/// The job as the JobManager's REST API reports it.
+/// The job as the (leading) JobManager's REST API reports it; a standby knows no jobs.
 async fn job_on_jobmanager(pods: &Api<Pod>, job_id: &str) -> Option<Value> {
-    let jm = pods_of(pods, "jobmanager").await.into_iter().next()?;
-    let ip = jm.status?.pod_ip?;
-    let url = format!("http://{ip}:8081/v1/jobs/{job_id}");
-    tokio::task::spawn_blocking(move || strom_tests::processes::get(&url))
-        .await
-        .ok()?
-        .filter(|(code, _)| *code == 200)
-        .map(|(_, body)| body)
+    for jm in pods_of(pods, "jobmanager").await {
+        let Some(ip) = jm.status.and_then(|s| s.pod_ip) else {
+            continue;
+        };
+        let url = format!("http://{ip}:8081/v1/jobs/{job_id}");
+        let answer = tokio::task::spawn_blocking(move || strom_tests::processes::get(&url))
+            .await
+            .ok()?;
+        if let Some((200, body)) = answer {
+            return Some(body);
+        }
+    }
+    None
 }
 
 async fn status(api: &Api<FlinkJob>, name: &str) -> Value {
@@ -441,6 +446,41 @@ async fn two_operators_two_jobmanagers_savepoint_history_and_a_rolled_back_upgra
         .and_then(|s| s.terminated)
         .map(|t| t.exit_code);
     assert!(code.is_some_and(|c| c != 0), "{code:?}");
+    // Their metrics say the same: one leader, which has taken savepoints; the other stands by.
+    let leader_now = lease_holder(bed, &ns, &lease).await.unwrap();
+    let scraped = eventually("both operators' metrics", CONVERGE, || async {
+        let mut texts = Vec::new();
+        for pod in pods_of(&pods, "operator").await {
+            let ip = pod.status.as_ref()?.pod_ip.clone()?;
+            let text = tokio::task::spawn_blocking(move || {
+                let mut r = strom_tests::processes::agent()
+                    .get(&format!("http://{ip}:8080/metrics"))
+                    .call()
+                    .ok()?;
+                r.body_mut().read_to_string().ok()
+            })
+            .await
+            .ok()??;
+            texts.push((pod.metadata.name?, text));
+        }
+        (texts.len() == 2).then_some(texts)
+    })
+    .await;
+    for (pod, text) in &scraped {
+        let leading = *pod == leader_now;
+        let gauge = format!("strom_operator_leader {}", i32::from(leading));
+        assert!(text.contains(&gauge), "{pod}: {text}");
+        if leading {
+            assert!(
+                text.contains("strom_operator_actions_total{action=\"savepoint\"}"),
+                "{text}"
+            );
+            assert!(
+                text.contains("strom_operator_reconciliations_total"),
+                "{text}"
+            );
+        }
+    }
 
     // The leading JobManager frozen, then killed: the standby takes its Lease once it expires and
     // restores the job. (Killed alone, the kubelet restarts it in the same pod, which holds the
