@@ -131,15 +131,7 @@ fn a_standby_jobmanager_takes_the_lease_and_the_job_over_exactly_once() {
     let store: Arc<dyn CheckpointStore> = Arc::new(LocalStore::new(&output));
     let sink = ExactlyOnceFileSink::new(store.clone(), strom::cluster::RESULTS_DIR);
     let committed = eo::committed(&sink, store.as_ref());
-    let expected = eo::reference_with(
-        &strom::connectors::nexmark::NexmarkConfig {
-            events_per_second: 2_000,
-            ..strom::connectors::nexmark::NexmarkConfig::default()
-        },
-        bids,
-        bids / 10,
-    );
-    assert!(!expected.is_empty());
+    let expected = eo::auction_stats_reference(bids);
     eo::assert_same(&committed, &expected);
 
     // Someone else takes the Lease: the leader exits with a failure status and says why.

@@ -185,21 +185,6 @@ pub(crate) fn committed(
     eo::committed(&sink, store.as_ref())
 }
 
-/// What `auction-stats` over BIDS bids (as [`auction_stats`] configures it) must commit, computed
-/// by brute force.
-pub(crate) fn reference(bids: u64) -> std::collections::BTreeMap<eo::Out, usize> {
-    let expected = eo::reference_with(
-        &strom::connectors::nexmark::NexmarkConfig {
-            events_per_second: 2_000,
-            ..strom::connectors::nexmark::NexmarkConfig::default()
-        },
-        bids,
-        bids / 10,
-    );
-    assert!(!expected.is_empty());
-    expected
-}
-
 /// Savepoint directories (with `_metadata`) under a checkpoint prefix in S3.
 pub(crate) fn savepoints_in_s3(bed: &TestBed, ns: &str, prefix: &str) -> Vec<PathBuf> {
     let root = PathBuf::from(bed.var("STROM_TESTBED_S3_DATA"))
@@ -347,7 +332,10 @@ async fn a_flinkjob_runs_rescales_suspends_resumes_and_upgrades_exactly_once() {
     assert_eq!(lineage.len(), 4, "{status}");
 
     // Every record of every run, exactly once: the committed output is the reference.
-    eo::assert_same(&committed(bed, &ns, name), &reference(bids));
+    eo::assert_same(
+        &committed(bed, &ns, name),
+        &eo::auction_stats_reference(bids),
+    );
 
     // Deleting it: the finalizer lets it go, the pods go with it.
     api.delete(name, &DeleteParams::default()).await.unwrap();

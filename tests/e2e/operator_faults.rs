@@ -18,8 +18,8 @@ use strom_tests::eo;
 use strom_tests::testbed::{TestBed, eventually, run_ok};
 
 use crate::operator::{
-    CONVERGE, apply, auction_stats, committed, condition, install_with, is_true, merge, reference,
-    running_at, savepoints_in_s3, until,
+    CONVERGE, apply, auction_stats, committed, condition, install_with, is_true, merge, running_at,
+    savepoints_in_s3, until,
 };
 use crate::s3::SERVER;
 
@@ -341,7 +341,10 @@ async fn the_operator_killed_at_each_step_of_a_rescale_and_a_lost_taskmanager_lo
     assert_eq!(status["restoredFrom"].as_array().unwrap().len(), 4);
 
     // Every record of every run, through every fault, exactly once.
-    eo::assert_same(&committed(bed, &ns, name), &reference(bids));
+    eo::assert_same(
+        &committed(bed, &ns, name),
+        &eo::auction_stats_reference(bids),
+    );
 }
 
 /// The holder of a Lease in the namespace.
@@ -550,5 +553,8 @@ async fn two_operators_two_jobmanagers_savepoint_history_and_a_rolled_back_upgra
     })
     .await;
     assert!(!is_true(&fj, "Stalled"), "{}", fj["status"]);
-    eo::assert_same(&committed(bed, &ns, name), &reference(bids));
+    eo::assert_same(
+        &committed(bed, &ns, name),
+        &eo::auction_stats_reference(bids),
+    );
 }
