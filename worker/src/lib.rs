@@ -19,6 +19,7 @@ pub mod operators;
 pub mod plan;
 pub mod row;
 pub mod runtime;
+pub mod sql;
 pub mod state;
 pub mod stream;
 pub mod time;
