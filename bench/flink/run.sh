@@ -28,6 +28,7 @@ shift
 
 case "$JOB" in
   windowed-count|windowed_count|windowedcount) CLASS=WindowedCount ;;
+  sql) CLASS=SqlRunner ;;
   q[0-9]|nexmark-q[0-9]|nexmark_q[0-9]) CLASS="NexmarkQ${JOB: -1}" ;;
   *) CLASS="$JOB" ;;
 esac

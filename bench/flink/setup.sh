@@ -28,10 +28,18 @@ FLINK_HOME_DIR="$CACHE_ROOT/flink-$FLINK_VERSION"
 FLINK_LIB="$FLINK_HOME_DIR/lib"
 JOBS_ROOT="$CACHE_ROOT/flink-jobs"
 
-# Jars put on the job classpath (all of pyflink/lib is cached; the table
-# planner, scala API and formats are not needed by DataStream jobs).
+# Jars put on the job classpath (all of pyflink/lib is cached): the DataStream jobs need
+# flink-dist alone; SqlRunner needs the table planner (which loads CEP classes), the file connector and the
+# formats.
 CP_JARS=(
   "flink-dist-$FLINK_VERSION.jar"
+  "flink-table-api-java-uber-$FLINK_VERSION.jar"
+  "flink-table-runtime-$FLINK_VERSION.jar"
+  "flink-table-planner-loader-$FLINK_VERSION.jar"
+  "flink-connector-files-$FLINK_VERSION.jar"
+  "flink-csv-$FLINK_VERSION.jar"
+  "flink-json-$FLINK_VERSION.jar"
+  "flink-cep-$FLINK_VERSION.jar"
   "log4j-api-2.25.3.jar"
   "log4j-core-2.25.3.jar"
   "log4j-slf4j-impl-2.25.3.jar"

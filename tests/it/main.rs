@@ -4,10 +4,12 @@
 mod cluster;
 mod connectors;
 mod exactly_once;
+mod flink_sql;
 mod jobs;
 mod joins;
 mod operators;
 mod process;
 mod runtime;
+mod sql;
 mod time;
 mod windows;

@@ -41,6 +41,9 @@ enum Command {
     /// in this process), showing its progress.
     #[command(alias = "local")]
     Run(RunArgs),
+    /// Runs a Flink SQL script (`CREATE TABLE`, `CREATE VIEW`, `SET`, `INSERT INTO`, `SELECT`,
+    /// `EXPLAIN`) on the embedded runtime: `strom sql job.sql`. Its sinks are the script's tables.
+    Sql(RunArgs),
     /// The JobManager role: schedules jobs into TaskManager slots, coordinates checkpoints,
     /// serves the REST API.
     Jobmanager(RoleArgs),
@@ -71,8 +74,12 @@ enum OutputKind {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// The job, e.g. `hot-items` (see `strom jobs`).
+    /// The job, e.g. `hot-items` (see `strom jobs`); for `strom sql`, the script's file.
+    #[arg(value_name = "JOB|FILE")]
     job: String,
+    /// The job is a SQL script (`strom sql`, or `strom explain FILE.sql`).
+    #[arg(skip)]
+    sql: bool,
     /// Input records (bids for Nexmark queries).
     #[arg(long, default_value_t = 10_000_000)]
     events: u64,
@@ -192,6 +199,9 @@ impl RunArgs {
             ..EngineConfig::default()
         };
         config.validate().context("invalid engine configuration")?;
+        if self.sql {
+            return sql_env(&self.job, config);
+        }
         let env = StreamEnv::new(&self.job, config);
         let args = JobArgs {
             events: self.events,
@@ -203,6 +213,32 @@ impl RunArgs {
         jobs::build(&env, &self.job, &args, output)?;
         Ok(env)
     }
+}
+
+/// A SQL script's job: `SET 'parallelism.default'` overrides `--parallelism`; `EXPLAIN`s are
+/// printed.
+fn sql_env(file: &str, mut config: EngineConfig) -> anyhow::Result<StreamEnv> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
+    let script = strom::sql::plan_script(&text).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+    for (key, value) in &script.settings {
+        if key == "parallelism.default" {
+            config.parallelism = value
+                .parse()
+                .with_context(|| format!("{file}: SET '{key}' = '{value}'"))?;
+        }
+    }
+    for text in strom::sql::compile::explain(&script, &config)
+        .map_err(|e| anyhow::anyhow!("{file}: {e}"))?
+    {
+        println!("{text}");
+    }
+    let name = std::path::Path::new(file)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("sql");
+    let env = StreamEnv::new(name, config);
+    strom::sql::compile::compile(&script, &env).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+    Ok(env)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -240,12 +276,17 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Explain(args) => {
+        Command::Explain(mut args) => {
+            args.sql = args.job.ends_with(".sql");
             let graph = args.env(&JobOutput::Discard)?.build()?;
             print!("{}", physical::explain(&graph, &physical::plan(&graph)?));
             Ok(())
         }
         Command::Run(args) => run(&args),
+        Command::Sql(mut args) => {
+            args.sql = true;
+            run(&args)
+        }
     }
 }
 
@@ -322,6 +363,8 @@ fn progress_line(
 
 fn run(args: &RunArgs) -> anyhow::Result<()> {
     let output = match args.output {
+        // A SQL script's results go to its own sinks.
+        _ if args.sql => JobOutput::Discard,
         OutputKind::Print => JobOutput::Print,
         OutputKind::Discard => JobOutput::Discard,
         OutputKind::Checksum => JobOutput::Checksum(jobs::checksum_for(&args.job)?),
@@ -422,7 +465,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         });
         println!("{line}");
     }
-    if records == 0 && args.events > 0 && args.restore.is_none() {
+    if records == 0 && args.events > 0 && args.restore.is_none() && !args.sql {
         bail!("the job read no input");
     }
     Ok(())

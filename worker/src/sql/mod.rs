@@ -2,7 +2,11 @@
 //! `CREATE TABLE` clauses) and queries are planned by DataFusion's SQL planner against a catalog of
 //! the script's tables and views. The streaming operators that run the plan are Strom's own.
 
+pub mod compile;
+pub mod connectors;
+mod functions;
 pub mod script;
+pub mod tvf;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,18 +19,62 @@ use datafusion_expr::planner::ContextProvider;
 use datafusion_expr::{
     AggregateUDF, HigherOrderUDF, LogicalPlan, ScalarUDF, TableSource, WindowUDF,
 };
+use datafusion_optimizer::Analyzer;
 use datafusion_sql::planner::SqlToRel;
 use datafusion_sql::sqlparser::ast::{Query, SetExpr, Statement};
 use datafusion_sql::sqlparser::tokenizer::Location;
 
 pub use script::{ScriptStatement, SqlError, TableDef};
+pub use tvf::{WindowKind, WindowTvf};
 
-/// The tables and views a script has declared so far.
-#[derive(Debug)]
+/// The tables and views a script has declared so far, the windowing TVFs its queries call, and
+/// the functions they may use.
 pub struct Catalog {
     tables: HashMap<String, TableDef>,
     views: HashMap<String, Arc<LogicalPlan>>,
+    /// Windowing TVFs, by number (`__window_N`).
+    windows: Vec<WindowTvf>,
+    functions: Functions,
     options: ConfigOptions,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("tables", &self.tables.keys().collect::<Vec<_>>())
+            .field("views", &self.views.keys().collect::<Vec<_>>())
+            .field("windows", &self.windows)
+            .finish()
+    }
+}
+
+/// The scalar and aggregate functions queries may call: DataFusion's, by name and alias.
+#[derive(Clone)]
+struct Functions {
+    scalar: HashMap<String, Arc<ScalarUDF>>,
+    aggregate: HashMap<String, Arc<AggregateUDF>>,
+}
+
+impl Functions {
+    fn new() -> Self {
+        let mut scalar = HashMap::new();
+        // Flink's own come last: where a name is in both, Flink's meaning wins.
+        for f in datafusion_functions::all_default_functions()
+            .into_iter()
+            .chain(functions::all())
+        {
+            for name in std::iter::once(f.name()).chain(f.aliases().iter().map(String::as_str)) {
+                scalar.insert(name.to_ascii_lowercase(), f.clone());
+            }
+        }
+        let mut aggregate = HashMap::new();
+        for f in datafusion_functions_aggregate::all_default_aggregate_functions() {
+            for name in std::iter::once(f.name()).chain(f.aliases().iter().map(String::as_str)) {
+                aggregate.insert(name.to_ascii_lowercase(), f.clone());
+            }
+        }
+        Self { scalar, aggregate }
+    }
 }
 
 /// What a script asks to run: each `INSERT INTO` (or a bare `SELECT`) with its plan.
@@ -44,8 +92,8 @@ pub struct PlannedScript {
     pub catalog: Catalog,
     pub settings: Vec<(String, String)>,
     pub pipelines: Vec<Pipeline>,
-    /// `EXPLAIN` statements, as text.
-    pub explained: Vec<String>,
+    /// The queries of `EXPLAIN` statements (`sink` is `None`).
+    pub explains: Vec<Pipeline>,
 }
 
 impl Default for Catalog {
@@ -53,9 +101,13 @@ impl Default for Catalog {
         let mut options = ConfigOptions::default();
         // `0.908` is a DECIMAL in Flink SQL, not a DOUBLE.
         options.sql_parser.parse_float_as_decimal = true;
+        // Identifiers keep their case, as in Flink (`dateTime` is not `datetime`).
+        options.sql_parser.enable_ident_normalization = false;
         Self {
             tables: HashMap::new(),
             views: HashMap::new(),
+            windows: Vec::new(),
+            functions: Functions::new(),
             options,
         }
     }
@@ -64,6 +116,68 @@ impl Default for Catalog {
 impl Catalog {
     pub fn table(&self, name: &str) -> Option<&TableDef> {
         self.tables.get(name)
+    }
+
+    /// A view's plan.
+    pub fn view(&self, name: &str) -> Option<&Arc<LogicalPlan>> {
+        self.views.get(name)
+    }
+
+    /// The windowing TVF behind a `__window_N` table.
+    pub fn window(&self, table: &str) -> Option<&WindowTvf> {
+        self.windows.get(tvf::number_of(table)?)
+    }
+
+    /// The columns of a table or view, as queries see them.
+    fn relation_schema(&self, name: &str) -> Result<SchemaRef, String> {
+        if let Some(view) = self.views.get(name) {
+            return Ok(Arc::new(view.schema().as_arrow().clone()));
+        }
+        let t = self
+            .tables
+            .get(name)
+            .ok_or_else(|| format!("no table or view named {name}"))?;
+        self.table_schema(t).map_err(|e| e.message)
+    }
+
+    /// A windowing TVF's columns: its input's, then `window_start`, `window_end`, `window_time`.
+    fn window_schema(&self, w: &WindowTvf) -> Result<SchemaRef, SqlError> {
+        let input = self
+            .relation_schema(&w.input)
+            .map_err(|m| SqlError::at(w.at, m))?;
+        let time = input.field_with_name(&w.time_column).map_err(|_| {
+            SqlError::at(
+                w.at,
+                format!(
+                    "DESCRIPTOR({}): {} has no such column",
+                    w.time_column, w.input
+                ),
+            )
+        })?;
+        if !matches!(time.data_type(), DataType::Timestamp(_, _)) {
+            return Err(SqlError::at(
+                w.at,
+                format!(
+                    "DESCRIPTOR({}): the column is {}, not a time attribute (TIMESTAMP(3))",
+                    w.time_column,
+                    time.data_type()
+                ),
+            ));
+        }
+        let ts = DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None);
+        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for name in ["window_start", "window_end", "window_time"] {
+            if fields.iter().any(|f| f.name() == name) {
+                return Err(SqlError::at(
+                    w.at,
+                    format!("{} has a column named {name} already", w.input),
+                ));
+            }
+        }
+        fields.push(Field::new("window_start", ts.clone(), false));
+        fields.push(Field::new("window_end", ts.clone(), false));
+        fields.push(Field::new("window_time", ts, false));
+        Ok(Arc::new(Schema::new(fields)))
     }
 
     /// The schema a table shows to queries: its physical columns, then its computed ones.
@@ -81,6 +195,7 @@ impl Catalog {
             let provider = Single {
                 name: &t.name,
                 source,
+                functions: &self.functions,
                 options: &self.options,
             };
             let sql = format!("SELECT {expr} AS {name} FROM {}", quoted(&t.name));
@@ -91,11 +206,44 @@ impl Catalog {
         Ok(Arc::new(Schema::new(fields)))
     }
 
-    /// Plans one query against the catalog.
-    pub fn plan_query(&self, query: &Query, at: Location) -> Result<LogicalPlan, SqlError> {
-        let statement = Statement::Query(Box::new(query.clone()));
-        SqlToRel::new(self)
+    /// `SELECT <physical columns>, <computed columns> FROM t` over the table's physical columns:
+    /// how the streaming planner computes them.
+    pub(crate) fn computed_columns_plan(&self, t: &TableDef) -> Result<LogicalPlan, SqlError> {
+        let source = Arc::new(LogicalTableSource::new(connectors::physical_schema(t)));
+        let provider = Single {
+            name: &t.name,
+            source,
+            functions: &self.functions,
+            options: &self.options,
+        };
+        let mut items: Vec<String> = t.columns.iter().map(|c| quoted(&c.name)).collect();
+        items.extend(
+            t.computed
+                .iter()
+                .map(|(name, e)| format!("{e} AS {}", quoted(name))),
+        );
+        let sql = format!("SELECT {} FROM {}", items.join(", "), quoted(&t.name));
+        let plan = plan_query_text(&provider, &sql, t.at)?;
+        Analyzer::new()
+            .execute_and_check(plan, &self.options, |_, _| {})
+            .map_err(|e| SqlError::at(t.at, e.strip_backtrace()))
+    }
+
+    /// Plans one query against the catalog; its windowing TVFs become tables of their own.
+    pub fn plan_query(&mut self, query: &Query, at: Location) -> Result<LogicalPlan, SqlError> {
+        let mut query = query.clone();
+        for w in tvf::extract(&mut query, self.windows.len())? {
+            self.window_schema(&w)?;
+            self.windows.push(w);
+        }
+        let statement = Statement::Query(Box::new(query));
+        let plan = SqlToRel::new(&*self)
             .sql_statement_to_plan(statement)
+            .map_err(|e| SqlError::at(at, e.strip_backtrace()))?;
+        // Type coercion (`price * 0.908` is DECIMAL * DECIMAL), as DataFusion's analyzer does it;
+        // the plan is not optimized: the streaming planner takes it as written.
+        Analyzer::new()
+            .execute_and_check(plan, &self.options, |_, _| {})
             .map_err(|e| SqlError::at(at, e.strip_backtrace()))
     }
 }
@@ -123,7 +271,7 @@ pub fn plan_script(text: &str) -> Result<PlannedScript, SqlError> {
     let mut catalog = Catalog::default();
     let mut settings = Vec::new();
     let mut pipelines = Vec::new();
-    let mut explained = Vec::new();
+    let mut explains = Vec::new();
     for statement in script::parse(text)? {
         match statement {
             ScriptStatement::CreateTable(t) => {
@@ -145,16 +293,17 @@ pub fn plan_script(text: &str) -> Result<PlannedScript, SqlError> {
             ScriptStatement::Other { statement, at } => match *statement {
                 Statement::Insert(insert) => {
                     let sink = insert.table.to_string();
-                    let Some(table) = catalog.tables.get(&sink) else {
+                    if !catalog.tables.contains_key(&sink) {
                         return Err(SqlError::at(
                             at,
                             format!("INSERT INTO {sink}: no such table"),
                         ));
-                    };
+                    }
                     let Some(source) = insert.source.as_deref() else {
                         return Err(SqlError::at(at, "INSERT INTO needs a query"));
                     };
                     let plan = catalog.plan_query(source, at)?;
+                    let table = &catalog.tables[&sink];
                     let target = catalog.table_schema(table)?;
                     let physical = table.columns.len();
                     if plan.schema().fields().len() != physical {
@@ -199,7 +348,11 @@ pub fn plan_script(text: &str) -> Result<PlannedScript, SqlError> {
                         return Err(SqlError::at(at, "EXPLAIN takes a query"));
                     };
                     let plan = catalog.plan_query(&query, at)?;
-                    explained.push(plan.display_indent_schema().to_string());
+                    explains.push(Pipeline {
+                        sink: None,
+                        plan,
+                        at,
+                    });
                 }
                 other => {
                     return Err(SqlError::at(
@@ -214,7 +367,7 @@ pub fn plan_script(text: &str) -> Result<PlannedScript, SqlError> {
         catalog,
         settings,
         pipelines,
-        explained,
+        explains,
     })
 }
 
@@ -237,6 +390,12 @@ impl ContextProvider for Catalog {
         name: TableReference,
     ) -> datafusion_common::Result<Arc<dyn TableSource>> {
         let key = name.table();
+        if let Some(w) = self.window(key) {
+            let schema = self
+                .window_schema(w)
+                .map_err(|e| datafusion_common::DataFusionError::Plan(e.message))?;
+            return Ok(Arc::new(LogicalTableSource::new(schema)));
+        }
         if let Some(view) = self.views.get(key) {
             return Ok(Arc::new(ViewSource(view.clone())));
         }
@@ -249,16 +408,22 @@ impl ContextProvider for Catalog {
         Ok(Arc::new(LogicalTableSource::new(schema)))
     }
 
-    fn get_function_meta(&self, _name: &str) -> Option<Arc<ScalarUDF>> {
-        None
+    fn get_function_meta(&self, name: &str) -> Option<Arc<ScalarUDF>> {
+        self.functions
+            .scalar
+            .get(&name.to_ascii_lowercase())
+            .cloned()
     }
 
     fn get_higher_order_meta(&self, _name: &str) -> Option<Arc<HigherOrderUDF>> {
         None
     }
 
-    fn get_aggregate_meta(&self, _name: &str) -> Option<Arc<AggregateUDF>> {
-        None
+    fn get_aggregate_meta(&self, name: &str) -> Option<Arc<AggregateUDF>> {
+        self.functions
+            .aggregate
+            .get(&name.to_ascii_lowercase())
+            .cloned()
     }
 
     fn get_window_meta(&self, _name: &str) -> Option<Arc<WindowUDF>> {
@@ -274,7 +439,7 @@ impl ContextProvider for Catalog {
     }
 
     fn udf_names(&self) -> Vec<String> {
-        Vec::new()
+        self.functions.scalar.keys().cloned().collect()
     }
 
     fn higher_order_function_names(&self) -> Vec<String> {
@@ -282,7 +447,7 @@ impl ContextProvider for Catalog {
     }
 
     fn udaf_names(&self) -> Vec<String> {
-        Vec::new()
+        self.functions.aggregate.keys().cloned().collect()
     }
 
     fn udwf_names(&self) -> Vec<String> {
@@ -307,6 +472,7 @@ impl TableSource for ViewSource {
 struct Single<'a> {
     name: &'a str,
     source: Arc<LogicalTableSource>,
+    functions: &'a Functions,
     options: &'a ConfigOptions,
 }
 
@@ -324,16 +490,22 @@ impl ContextProvider for Single<'_> {
         }
     }
 
-    fn get_function_meta(&self, _name: &str) -> Option<Arc<ScalarUDF>> {
-        None
+    fn get_function_meta(&self, name: &str) -> Option<Arc<ScalarUDF>> {
+        self.functions
+            .scalar
+            .get(&name.to_ascii_lowercase())
+            .cloned()
     }
 
     fn get_higher_order_meta(&self, _name: &str) -> Option<Arc<HigherOrderUDF>> {
         None
     }
 
-    fn get_aggregate_meta(&self, _name: &str) -> Option<Arc<AggregateUDF>> {
-        None
+    fn get_aggregate_meta(&self, name: &str) -> Option<Arc<AggregateUDF>> {
+        self.functions
+            .aggregate
+            .get(&name.to_ascii_lowercase())
+            .cloned()
     }
 
     fn get_window_meta(&self, _name: &str) -> Option<Arc<WindowUDF>> {
@@ -349,7 +521,7 @@ impl ContextProvider for Single<'_> {
     }
 
     fn udf_names(&self) -> Vec<String> {
-        Vec::new()
+        self.functions.scalar.keys().cloned().collect()
     }
 
     fn higher_order_function_names(&self) -> Vec<String> {
@@ -357,7 +529,7 @@ impl ContextProvider for Single<'_> {
     }
 
     fn udaf_names(&self) -> Vec<String> {
-        Vec::new()
+        self.functions.aggregate.keys().cloned().collect()
     }
 
     fn udwf_names(&self) -> Vec<String> {
@@ -408,12 +580,9 @@ EXPLAIN SELECT auction FROM cheap;
             "{text}"
         );
         assert!(text.contains("TableScan: bid"), "{text}");
-        assert_eq!(planned.explained.len(), 1);
-        assert!(
-            planned.explained[0].contains("Projection"),
-            "{}",
-            planned.explained[0]
-        );
+        assert_eq!(planned.explains.len(), 1);
+        let explained = planned.explains[0].plan.display_indent().to_string();
+        assert!(explained.contains("Projection"), "{explained}");
     }
 
     #[test]

@@ -150,12 +150,23 @@ fn parse_statement(
         |ws: &[&str]| words.len() >= ws.len() && ws.iter().zip(&words).all(|(w, t)| word_is(t, w));
     // Where the statement ends: the place of an error at its end ("found: EOF").
     let last = words.last().map_or(at, |t| t.span.end);
-    let mut parser = Parser::new(dialect).with_tokens_with_locations(tokens.clone());
+    let create_table_statement =
+        starts(&["CREATE", "TABLE"]) || starts(&["CREATE", "TEMPORARY", "TABLE"]);
+    let create_view = starts(&["CREATE", "VIEW"]) || starts(&["CREATE", "TEMPORARY", "VIEW"]);
+    let set = starts(&["SET"]);
+    drop(words);
+    let tokens = if create_table_statement {
+        tokens
+    } else {
+        // `TABLE(TUMBLE(TABLE bid, ...))`: see `tvf`.
+        super::tvf::drop_table_keyword_in_arguments(tokens)
+    };
+    let mut parser = Parser::new(dialect).with_tokens_with_locations(tokens);
     let err = |e: ParserError| SqlError::from_parser(e, last);
-    if starts(&["CREATE", "TABLE"]) || starts(&["CREATE", "TEMPORARY", "TABLE"]) {
+    if create_table_statement {
         return create_table(&mut parser, at).map(|t| ScriptStatement::CreateTable(Box::new(t)));
     }
-    if starts(&["CREATE", "VIEW"]) || starts(&["CREATE", "TEMPORARY", "VIEW"]) {
+    if create_view {
         parser.expect_keyword(Keyword::CREATE).map_err(err)?;
         let _ = parser.parse_keyword(Keyword::TEMPORARY);
         parser.expect_keyword(Keyword::VIEW).map_err(err)?;
@@ -165,7 +176,7 @@ fn parse_statement(
         end(&mut parser)?;
         return Ok(ScriptStatement::CreateView { name, query, at });
     }
-    if starts(&["SET"]) {
+    if set {
         parser.expect_keyword(Keyword::SET).map_err(err)?;
         let key = quoted_string(&mut parser).map_err(err)?;
         parser.expect_token(&Token::Eq).map_err(err)?;

@@ -1,0 +1,297 @@
+//! Flink SQL scripts on the embedded runtime: planned by DataFusion, compiled onto Strom's
+//! operators, compared with brute-force computations over the same generated input.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{Int64Type, TimestampMillisecondType};
+use strom::EngineConfig;
+use strom::connectors::nexmark::{NexmarkConfig, bids_batch};
+use strom::sql::{compile, plan_script};
+use strom::stream::StreamEnv;
+
+/// Events of every kind; 46 in 50 are bids.
+const EVENTS: usize = 20_000;
+const BIDS: usize = EVENTS / 50 * 46;
+/// Events per event-time second: the bids span about 20 s.
+const RATE: u64 = 1_000;
+
+fn bids() -> RecordBatch {
+    let cfg = NexmarkConfig {
+        events_per_second: RATE,
+        ..NexmarkConfig::default()
+    };
+    bids_batch(&cfg, 0, 1, BIDS, None).unwrap()
+}
+
+/// (auction, bidder, price, date_time) of every bid.
+fn bid_rows() -> Vec<(i64, i64, i64, i64)> {
+    let b = bids();
+    let col = |name: &str| b.column(b.schema().index_of(name).unwrap()).clone();
+    let (auction, bidder, price) = (col("auction"), col("bidder"), col("price"));
+    let time = col("date_time");
+    let (auction, bidder, price) = (
+        auction.as_primitive::<Int64Type>(),
+        bidder.as_primitive::<Int64Type>(),
+        price.as_primitive::<Int64Type>(),
+    );
+    let time = time.as_primitive::<TimestampMillisecondType>();
+    (0..b.num_rows())
+        .map(|i| {
+            (
+                auction.value(i),
+                bidder.value(i),
+                price.value(i),
+                time.value(i),
+            )
+        })
+        .collect()
+}
+
+/// The `bid` table over Strom's Nexmark generator, with a watermark 4 s behind.
+fn bid_table() -> String {
+    format!(
+        "CREATE TABLE bid (
+            auction BIGINT,
+            bidder BIGINT,
+            price BIGINT,
+            date_time TIMESTAMP(3),
+            WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND
+        ) WITH (
+            'connector' = 'nexmark',
+            'table' = 'bid',
+            'events.num' = '{EVENTS}',
+            'event.rate' = '{RATE}'
+        );"
+    )
+}
+
+/// Runs a script at parallelism 2.
+fn run(script: &str) {
+    let planned = plan_script(script).unwrap_or_else(|e| panic!("{e}\n{script}"));
+    let env = StreamEnv::new(
+        "sql",
+        EngineConfig {
+            parallelism: 2,
+            ..EngineConfig::default()
+        },
+    );
+    compile::compile(&planned, &env).unwrap();
+    env.execute().unwrap();
+}
+
+/// Every line of the part files in `dir`, as a multiset.
+fn lines(dir: &Path) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            *out.entry(line.to_owned()).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+fn multiset(rows: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for r in rows {
+        *out.entry(r).or_insert(0) += 1;
+    }
+    out
+}
+
+/// Epoch milliseconds as Flink's CSV format writes `TIMESTAMP(3)`: `yyyy-MM-dd HH:mm:ss`, then the
+/// milliseconds without trailing zeros, if any.
+fn sql_time(ms: i64) -> String {
+    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Days to civil date (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let fraction = match rem % 1000 {
+        0 => String::new(),
+        f => format!(".{f:03}").trim_end_matches('0').to_owned(),
+    };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}{fraction}",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+    )
+}
+
+#[test]
+fn projections_filters_case_and_decimal_arithmetic_equal_brute_force() {
+    let dir = tempdir("sql-stateless");
+    let out = dir.join("out");
+    let script = format!(
+        "{}
+        CREATE TABLE out (
+            auction BIGINT,
+            bidder BIGINT,
+            price_eur DECIMAL(23, 3),
+            band VARCHAR,
+            date_time TIMESTAMP(3)
+        ) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+        -- q1 and q2 at once: currency conversion of the bids on every 7th auction.
+        INSERT INTO out
+        SELECT auction, bidder, 0.908 * price AS price_eur,
+               CASE WHEN price > 10000 THEN 'HIGH' WHEN price > 1000 THEN 'mid' ELSE lower('LOW') END,
+               date_time
+        FROM bid
+        WHERE auction % 7 = 0 OR bidder = 1001;",
+        bid_table(),
+        out.display()
+    );
+    run(&script);
+    let expected = multiset(
+        bid_rows()
+            .into_iter()
+            .filter(|&(a, b, _, _)| a % 7 == 0 || b == 1001)
+            .map(|(a, b, p, t)| {
+                let eur = p * 908;
+                let band = if p > 10_000 {
+                    "HIGH"
+                } else if p > 1000 {
+                    "mid"
+                } else {
+                    "low"
+                };
+                format!(
+                    "{a},{b},{}.{:03},{band},{}",
+                    eur / 1000,
+                    eur % 1000,
+                    sql_time(t)
+                )
+            }),
+    );
+    assert!(expected.len() > 100, "too few rows to mean anything");
+    assert_eq!(lines(&out), expected);
+}
+
+#[test]
+fn tumble_and_hop_window_aggregations_equal_brute_force() {
+    let dir = tempdir("sql-windows");
+    let (tumble, hop) = (dir.join("tumble"), dir.join("hop"));
+    let script = format!(
+        "{}
+        CREATE TABLE per_auction (
+            auction BIGINT, window_start TIMESTAMP(3), window_end TIMESTAMP(3),
+            bids BIGINT, top BIGINT, total BIGINT, cheapest BIGINT
+        ) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+        CREATE TABLE busiest (window_end TIMESTAMP(3), bids BIGINT, bidders BIGINT)
+        WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+        CREATE VIEW small AS SELECT * FROM bid WHERE price < 50000000;
+        INSERT INTO per_auction
+        SELECT auction, window_start, window_end, COUNT(*), MAX(price), SUM(price), MIN(price)
+        FROM TABLE(TUMBLE(TABLE small, DESCRIPTOR(date_time), INTERVAL '5' SECOND))
+        GROUP BY auction, window_start, window_end;
+        INSERT INTO busiest
+        SELECT window_end, COUNT(*) AS bids, COUNT(bidder)
+        FROM TABLE(HOP(DATA => TABLE bid, TIMECOL => DESCRIPTOR(date_time),
+                       SLIDE => INTERVAL '2' SECOND, SIZE => INTERVAL '6' SECOND))
+        WHERE auction % 2 = 1
+        GROUP BY window_start, window_end;",
+        bid_table(),
+        tumble.display(),
+        hop.display()
+    );
+    run(&script);
+    let rows = bid_rows();
+    // TUMBLE: per (auction, 5 s window).
+    let mut per: BTreeMap<(i64, i64), (i64, i64, i64, i64)> = BTreeMap::new();
+    for &(a, _, p, t) in rows.iter().filter(|r| r.2 < 50_000_000) {
+        let start = t.div_euclid(5000) * 5000;
+        let e = per.entry((a, start)).or_insert((0, i64::MIN, 0, i64::MAX));
+        *e = (e.0 + 1, e.1.max(p), e.2 + p, e.3.min(p));
+    }
+    let expected = multiset(per.into_iter().map(|((a, s), (n, top, total, low))| {
+        format!(
+            "{a},{},{},{n},{top},{total},{low}",
+            sql_time(s),
+            sql_time(s + 5000)
+        )
+    }));
+    assert_eq!(lines(&tumble), expected);
+    // HOP: 6 s windows every 2 s, odd auctions only; every window a bid falls in.
+    let mut windows: BTreeMap<i64, i64> = BTreeMap::new();
+    for &(a, _, _, t) in &rows {
+        if a % 2 != 1 {
+            continue;
+        }
+        let last = t.div_euclid(2000) * 2000;
+        for start in [last - 4000, last - 2000, last] {
+            *windows.entry(start + 6000).or_insert(0) += 1;
+        }
+    }
+    let expected = multiset(
+        windows
+            .into_iter()
+            .map(|(end, n)| format!("{},{n},{n}", sql_time(end))),
+    );
+    assert_eq!(lines(&hop), expected);
+}
+
+#[test]
+fn what_the_streaming_planner_cannot_take_is_an_error_at_its_line() {
+    let cases = [
+        (
+            "CREATE TABLE t (auction BIGINT, date_time TIMESTAMP(3)) WITH ('connector' = 'nexmark', 'table' = 'bid');\n\
+             SELECT auction, COUNT(*) FROM TABLE(\n  TUMBLE(TABLE t, DESCRIPTOR(date_time), INTERVAL '1' SECOND)) GROUP BY auction, window_start, window_end",
+            3,
+            "WATERMARK FOR date_time",
+        ),
+        (
+            "CREATE TABLE t (auction BIGINT) WITH ('connector' = 'nexmark', 'table' = 'bid', 'rows' = '5');\nSELECT * FROM t",
+            1,
+            "option 'rows' is not known",
+        ),
+        (
+            "CREATE TABLE t (auction BIGINT) WITH ('connector' = 'nexmark', 'table' = 'bid');\nSELECT auction, COUNT(*) FROM t GROUP BY auction",
+            2,
+            "GROUP BY without a windowing TVF",
+        ),
+    ];
+    for (sql, line, says) in cases {
+        let planned = plan_script(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let env = StreamEnv::new("sql", EngineConfig::default());
+        let e = compile::compile(&planned, &env).unwrap_err();
+        assert_eq!(e.line, line, "{sql}: {e}");
+        assert!(e.message.contains(says), "{sql}: {e}");
+    }
+}
+
+#[test]
+fn explain_prints_the_strom_job_graph_of_a_query() {
+    let script = format!(
+        "{}\nEXPLAIN SELECT auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '5' SECOND)) GROUP BY auction, window_start, window_end;",
+        bid_table()
+    );
+    let planned = plan_script(&script).unwrap();
+    let text = compile::explain(&planned, &EngineConfig::default()).unwrap();
+    assert_eq!(text.len(), 1);
+    let text = &text[0];
+    for part in [
+        "TableScan: __window_0",
+        "nexmark(bids)",
+        "watermarks(date_time)",
+        "window(tumbling 5000ms; count(*)",
+        "print",
+    ] {
+        assert!(text.contains(part), "{part} missing from:\n{text}");
+    }
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("strom-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -1,0 +1,609 @@
+//! The streaming planner: a script's DataFusion `LogicalPlan`s onto the DataStream API, so that a
+//! SQL job is the same logical graph a Rust job would build (and `EXPLAIN` prints that graph).
+//!
+//! Every stream made here has exactly the columns of the plan node it stands for, in order and of
+//! the same types; expressions are DataFusion's physical expressions, bound to column positions,
+//! and evaluated batch by batch. What the planner takes today:
+//!
+//! - table scans (a table's connector, computed columns, `WATERMARK FOR`), views, aliases;
+//! - projections and filters (any expression DataFusion can evaluate);
+//! - `GROUP BY window_start, window_end[, keys]` over `TUMBLE` and `HOP`, with `COUNT`, `SUM`,
+//!   `MIN`, `MAX` and `AVG`: a keyed event-time window operator;
+//! - `UNION ALL`.
+//!
+//! Anything else is an error that names the plan node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMillisecondType};
+use datafusion_common::{DFSchema, ScalarValue};
+use datafusion_expr::execution_props::ExecutionProps;
+use datafusion_expr::expr::AggregateFunction;
+use datafusion_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion_expr::{Expr, ExprSchemable, LogicalPlan};
+use datafusion_physical_expr::{PhysicalExpr, create_physical_expr};
+use datafusion_sql::sqlparser::tokenizer::Location;
+
+use super::script::{SqlError, TableDef};
+use super::tvf::{WindowKind, WindowTvf};
+use super::{Catalog, PlannedScript, connectors};
+use crate::error::Error;
+use crate::operators::aggregate::Agg;
+use crate::operators::window::WindowAssigner;
+use crate::plan::TimeAttr;
+use crate::stream::{DataStream, StreamEnv};
+use crate::time::WatermarkStrategy;
+use strom_api::EngineConfig;
+
+/// Adds every pipeline of the script to `env`: its sources, operators and sink.
+pub fn compile(script: &PlannedScript, env: &StreamEnv) -> Result<(), SqlError> {
+    for p in &script.pipelines {
+        let c = Compiler {
+            catalog: &script.catalog,
+            env,
+            props: ExecutionProps::new(),
+            at: p.at,
+        };
+        let stream = c.stream(&p.plan)?;
+        match &p.sink {
+            Some(name) => {
+                let table = script
+                    .catalog
+                    .table(name)
+                    .ok_or_else(|| SqlError::at(p.at, format!("no table named {name}")))?;
+                let target = connectors::physical_schema(table);
+                let cast = target.clone();
+                let rows = stream.map_batches(&format!("to {name}"), target, move |batch| {
+                    connectors::cast_to(&batch, &cast)
+                });
+                connectors::sink(&rows, table)?;
+            }
+            None => {
+                stream.sink(crate::connectors::sinks::PrintSink);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `EXPLAIN`: each explained query's plan as DataFusion planned it, and the Strom job graph it
+/// compiles to (with a print sink), as `strom explain` prints a job's.
+pub fn explain(script: &PlannedScript, config: &EngineConfig) -> Result<Vec<String>, SqlError> {
+    script
+        .explains
+        .iter()
+        .map(|p| {
+            let env = StreamEnv::new("explain", config.clone());
+            let c = Compiler {
+                catalog: &script.catalog,
+                env: &env,
+                props: ExecutionProps::new(),
+                at: p.at,
+            };
+            c.stream(&p.plan)?.sink(crate::connectors::sinks::PrintSink);
+            let failed = |e: Error| SqlError::at(p.at, e.to_string());
+            let graph = env.build().map_err(failed)?;
+            let tasks = crate::plan::physical::plan(&graph).map_err(failed)?;
+            Ok(format!(
+                "== SQL plan ==\n{}\n== Strom job graph ==\n{}",
+                p.plan.display_indent(),
+                crate::plan::physical::explain(&graph, &tasks)
+            ))
+        })
+        .collect()
+}
+
+/// What a plan node became.
+enum Planned {
+    Stream(DataStream),
+    /// A windowing TVF not yet aggregated: its input, and the windows.
+    Windows(DataStream, WindowTvf),
+}
+
+struct Compiler<'a> {
+    catalog: &'a Catalog,
+    env: &'a StreamEnv,
+    props: ExecutionProps,
+    at: Location,
+}
+
+/// Unique column names for a schema of a plan node (qualifiers dropped; a repeated name gets
+/// `#n`), every column nullable.
+fn stream_schema(schema: &DFSchema) -> SchemaRef {
+    let mut fields: Vec<Field> = Vec::with_capacity(schema.fields().len());
+    for f in schema.fields() {
+        let mut name = f.name().clone();
+        let mut n = 1;
+        while fields.iter().any(|g| g.name() == &name) {
+            n += 1;
+            name = format!("{}#{n}", f.name());
+        }
+        fields.push(Field::new(name, f.data_type().clone(), true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// Evaluates `exprs` over a batch into the columns of `schema`.
+fn evaluate(
+    exprs: &[Arc<dyn PhysicalExpr>],
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+) -> crate::error::Result<RecordBatch> {
+    let rows = batch.num_rows();
+    let columns = exprs
+        .iter()
+        .zip(schema.fields())
+        .map(|(e, f)| {
+            let array = e
+                .evaluate(batch)
+                .and_then(|v| v.into_array(rows))
+                .map_err(|e| Error::user(e.strip_backtrace()))?;
+            if array.data_type() == f.data_type() {
+                Ok(array)
+            } else {
+                Ok(arrow::compute::cast(&array, f.data_type())?)
+            }
+        })
+        .collect::<crate::error::Result<Vec<ArrayRef>>>()?;
+    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &options,
+    )?)
+}
+
+impl Compiler<'_> {
+    fn err(&self, message: impl Into<String>) -> SqlError {
+        SqlError::at(self.at, message)
+    }
+
+    fn physical(&self, e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>, SqlError> {
+        create_physical_expr(e, schema, &self.props, &PhysicalPlanningContext::default())
+            .map_err(|x| self.err(format!("{e}: {}", x.strip_backtrace())))
+    }
+
+    /// A plan node that must be a plain stream.
+    fn stream(&self, plan: &LogicalPlan) -> Result<DataStream, SqlError> {
+        match self.plan(plan)? {
+            Planned::Stream(s) => Ok(s),
+            Planned::Windows(_, w) => Err(SqlError::at(
+                w.at,
+                "a windowing TVF is taken only by GROUP BY window_start, window_end (window \
+                 aggregation) for now",
+            )),
+        }
+    }
+
+    fn plan(&self, plan: &LogicalPlan) -> Result<Planned, SqlError> {
+        match plan {
+            LogicalPlan::SubqueryAlias(a) => self.plan(&a.input),
+            LogicalPlan::TableScan(scan) => {
+                let name = scan.table_name.table();
+                let planned = if let Some(w) = self.catalog.window(name) {
+                    let input = self.relation(&w.input)?;
+                    Planned::Windows(input, w.clone())
+                } else {
+                    Planned::Stream(self.relation(name)?)
+                };
+                match (&scan.projection, planned) {
+                    (Some(columns), Planned::Stream(s)) => {
+                        let names: Vec<String> = columns
+                            .iter()
+                            .map(|&i| s.schema().field(i).name().clone())
+                            .collect();
+                        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                        Ok(Planned::Stream(s.select(&names)))
+                    }
+                    (Some(_), Planned::Windows(_, w)) => Err(SqlError::at(
+                        w.at,
+                        "a projected windowing TVF scan is not supported",
+                    )),
+                    (None, planned) => Ok(planned),
+                }
+            }
+            LogicalPlan::Projection(p) => {
+                let input = self.stream(&p.input)?;
+                Ok(Planned::Stream(self.project(
+                    &input,
+                    &p.expr,
+                    p.input.schema(),
+                    &stream_schema(&p.schema),
+                    "project",
+                )?))
+            }
+            LogicalPlan::Filter(f) => {
+                let predicate = self.physical(&f.predicate, f.input.schema())?;
+                let name = format!("{}", f.predicate);
+                let apply = |s: &DataStream| {
+                    let p = predicate.clone();
+                    s.filter_batches(&name, move |batch| {
+                        let v = p
+                            .evaluate(batch)
+                            .and_then(|v| v.into_array(batch.num_rows()))
+                            .map_err(|e| Error::user(e.strip_backtrace()))?;
+                        Ok(v.as_boolean_opt()
+                            .ok_or_else(|| Error::user("a filter gave no booleans"))?
+                            .clone())
+                    })
+                };
+                match self.plan(&f.input)? {
+                    Planned::Stream(s) => Ok(Planned::Stream(apply(&s))),
+                    Planned::Windows(s, w) => {
+                        // Window columns come last: a predicate over the input's alone runs
+                        // before the windows.
+                        let inputs = s.schema().fields().len();
+                        let uses_window = f.predicate.column_refs().iter().any(|c| {
+                            f.input
+                                .schema()
+                                .index_of_column(c)
+                                .is_ok_and(|i| i >= inputs)
+                        });
+                        if uses_window {
+                            return Err(SqlError::at(
+                                w.at,
+                                "a WHERE on window_start, window_end or window_time is not \
+                                 supported",
+                            ));
+                        }
+                        Ok(Planned::Windows(apply(&s), w))
+                    }
+                }
+            }
+            LogicalPlan::Aggregate(a) => match self.plan(&a.input)? {
+                Planned::Windows(s, w) => Ok(Planned::Stream(self.window_aggregate(&s, &w, a)?)),
+                Planned::Stream(_) => Err(self.err(
+                    "GROUP BY without a windowing TVF (a continuously updating result) is not \
+                     supported yet",
+                )),
+            },
+            LogicalPlan::Union(u) => {
+                let schema = stream_schema(&u.schema);
+                let mut streams = Vec::new();
+                for input in &u.inputs {
+                    let s = self.stream(input)?;
+                    let target = schema.clone();
+                    streams.push(s.map_batches("union input", schema.clone(), move |batch| {
+                        connectors::cast_to(&batch, &target)
+                    }));
+                }
+                let (first, rest) = streams
+                    .split_first()
+                    .ok_or_else(|| self.err("UNION of nothing"))?;
+                Ok(Planned::Stream(first.union(rest)))
+            }
+            other => Err(self.err(format!(
+                "not supported in a streaming query yet: {}",
+                other
+                    .display()
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// `exprs` over `input` (whose plan schema is `schema`), as a stream of `out`.
+    fn project(
+        &self,
+        input: &DataStream,
+        exprs: &[Expr],
+        schema: &DFSchema,
+        out: &SchemaRef,
+        name: &str,
+    ) -> Result<DataStream, SqlError> {
+        let physical = exprs
+            .iter()
+            .map(|e| self.physical(e, schema))
+            .collect::<Result<Vec<_>, _>>()?;
+        let target = out.clone();
+        let mut s = input.map_batches(name, out.clone(), move |batch| {
+            evaluate(&physical, &batch, &target)
+        });
+        // Event time survives a projection that keeps its column (perhaps renamed), and only then.
+        s.time = input.time.as_ref().and_then(|t| {
+            let index = input.schema().index_of(&t.column).ok()?;
+            let kept = exprs.iter().position(|e| {
+                matches!(unalias(e), Expr::Column(c) if schema.index_of_column(c).ok() == Some(index))
+            })?;
+            Some(TimeAttr {
+                column: out.field(kept).name().clone(),
+                offset: t.offset,
+            })
+        });
+        Ok(s)
+    }
+
+    /// A table (through its connector, computed columns and watermark) or a view.
+    fn relation(&self, name: &str) -> Result<DataStream, SqlError> {
+        if let Some(view) = self.catalog.view(name) {
+            return self.stream(view);
+        }
+        let table = self
+            .catalog
+            .table(name)
+            .ok_or_else(|| self.err(format!("no table or view named {name}")))?;
+        self.table(table)
+    }
+
+    fn table(&self, table: &TableDef) -> Result<DataStream, SqlError> {
+        let mut s = connectors::source(self.env, table)?;
+        if !table.computed.is_empty() {
+            // `SELECT <physical columns>, <computed expressions> FROM t`, planned by DataFusion over
+            // the physical columns and evaluated here.
+            let plan = self.catalog.computed_columns_plan(table)?;
+            let LogicalPlan::Projection(p) = &plan else {
+                return Err(SqlError::at(
+                    table.at,
+                    "computed columns did not plan to a projection",
+                ));
+            };
+            s = self.project(
+                &s,
+                &p.expr,
+                p.input.schema(),
+                &stream_schema(&p.schema),
+                &format!("{} computed columns", table.name),
+            )?;
+        }
+        if let Some((column, expr)) = &table.watermark {
+            let bound = watermark_bound(column, expr).map_err(|m| {
+                SqlError::at(table.at, format!("WATERMARK FOR {column} AS {expr}: {m}"))
+            })?;
+            s = s.assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(
+                column.clone(),
+                Duration::from_millis(bound),
+            ));
+        }
+        Ok(s)
+    }
+
+    /// `GROUP BY [keys,] window_start, window_end` over a TUMBLE or HOP: a keyed window operator.
+    fn window_aggregate(
+        &self,
+        input: &DataStream,
+        w: &WindowTvf,
+        a: &datafusion_expr::logical_plan::Aggregate,
+    ) -> Result<DataStream, SqlError> {
+        let err = |m: String| SqlError::at(w.at, m);
+        let time = input.time_column().map(str::to_owned);
+        if time.as_deref() != Some(w.time_column.as_str()) {
+            return Err(err(format!(
+                "DESCRIPTOR({}) is not a time attribute of {}: declare WATERMARK FOR {} on the \
+                 table{}",
+                w.time_column,
+                w.input,
+                w.time_column,
+                time.map_or(String::new(), |t| format!(" (its time attribute is {t})"))
+            )));
+        }
+        let assigner = match w.kind {
+            WindowKind::Tumble { size } => {
+                WindowAssigner::tumbling(Duration::from_millis(size as u64))
+            }
+            WindowKind::Hop { slide, size } => WindowAssigner::sliding(
+                Duration::from_millis(size as u64),
+                Duration::from_millis(slide as u64),
+            ),
+            WindowKind::Cumulate { .. } => {
+                return Err(err("CUMULATE windows are not supported yet".into()));
+            }
+        };
+        let schema = a.input.schema();
+        let inputs = input.schema().fields().len();
+        // What each GROUP BY expression is: a key, or one of the window columns.
+        enum Group {
+            Key(usize),
+            Window(usize),
+        }
+        let mut keys: Vec<Expr> = Vec::new();
+        let mut groups = Vec::new();
+        for g in &a.group_expr {
+            let window_column = match unalias(g) {
+                Expr::Column(c) => schema
+                    .index_of_column(c)
+                    .ok()
+                    .filter(|&i| i >= inputs)
+                    .map(|i| i - inputs),
+                _ => None,
+            };
+            match window_column {
+                Some(i) => groups.push(Group::Window(i)),
+                None => {
+                    groups.push(Group::Key(keys.len()));
+                    keys.push(g.clone());
+                }
+            }
+        }
+        let has = |i: usize| {
+            groups
+                .iter()
+                .any(|g| matches!(g, Group::Window(j) if *j == i))
+        };
+        if !(has(0) && has(1)) {
+            return Err(err(
+                "a window aggregation groups by window_start and window_end".into(),
+            ));
+        }
+        if keys.is_empty() {
+            keys.push(Expr::Literal(ScalarValue::Int32(Some(0)), None));
+        }
+        // The window operator's input: keys, aggregate arguments, the time column.
+        let mut pre_exprs = keys.clone();
+        let mut aggs = Vec::new();
+        // AVG of integers is an integer in Flink (the quotient rounded towards zero).
+        let mut integer_avg = Vec::new();
+        for (j, e) in a.aggr_expr.iter().enumerate() {
+            let out = format!("__agg{j}");
+            let Expr::AggregateFunction(AggregateFunction { func, params }) = unalias(e) else {
+                return Err(err(format!("{e} is not an aggregate function")));
+            };
+            if params.distinct || params.filter.is_some() || !params.order_by.is_empty() {
+                return Err(err(format!(
+                    "{e}: DISTINCT, FILTER and ORDER BY in aggregates are not supported yet"
+                )));
+            }
+            let arg = params.args.first();
+            let name = func.name().to_ascii_lowercase();
+            let input_column = |pre: &mut Vec<Expr>, x: Expr| {
+                pre.push(x);
+                format!("__arg{}", pre.len() - 1)
+            };
+            let agg = match (name.as_str(), arg) {
+                ("count", None) => Agg::count(&out),
+                ("count", Some(Expr::Literal(v, _))) if !v.is_null() => Agg::count(&out),
+                #[expect(deprecated, reason = "COUNT(*) still plans to a wildcard argument")]
+                ("count", Some(Expr::Wildcard { .. })) => Agg::count(&out),
+                ("count", Some(x)) => {
+                    // COUNT(x) counts the rows where x is not null.
+                    let one_if_set = Expr::Cast(datafusion_expr::Cast::new(
+                        Box::new(x.clone().is_not_null()),
+                        DataType::Int64,
+                    ));
+                    Agg::sum(&input_column(&mut pre_exprs, one_if_set), &out)
+                }
+                ("sum", Some(x)) => Agg::sum(&input_column(&mut pre_exprs, x.clone()), &out),
+                ("min", Some(x)) => Agg::min(&input_column(&mut pre_exprs, x.clone()), &out),
+                ("max", Some(x)) => Agg::max(&input_column(&mut pre_exprs, x.clone()), &out),
+                ("avg", Some(x)) => {
+                    let integer = x.get_type(schema).is_ok_and(|t| t.is_integer());
+                    integer_avg.push(integer);
+                    Agg::avg(&input_column(&mut pre_exprs, x.clone()), &out)
+                }
+                _ => return Err(err(format!("aggregate {e} is not supported yet"))),
+            };
+            if integer_avg.len() < aggs.len() + 1 {
+                integer_avg.push(false);
+            }
+            aggs.push(agg);
+        }
+        let key_count = keys.len();
+        let mut fields: Vec<Field> = Vec::new();
+        let mut physical = Vec::new();
+        for (i, e) in pre_exprs.iter().enumerate() {
+            let name = if i < key_count {
+                format!("__key{i}")
+            } else {
+                format!("__arg{i}")
+            };
+            let data_type = e
+                .get_type(schema)
+                .map_err(|x| err(format!("{e}: {}", x.strip_backtrace())))?;
+            fields.push(Field::new(name, data_type, true));
+            physical.push(self.physical(e, schema)?);
+        }
+        // Expressions over the TVF's columns read only the input's (the window columns come
+        // after them), so they evaluate on the input's batches.
+        let time_index = input
+            .schema()
+            .index_of(&w.time_column)
+            .map_err(|x| err(x.to_string()))?;
+        let evaluated = Arc::new(Schema::new(fields.clone()));
+        fields.push(input.schema().field(time_index).as_ref().clone());
+        let pre_schema = Arc::new(Schema::new(fields));
+        let target = pre_schema.clone();
+        let mut pre = input.map_batches("window input", pre_schema.clone(), move |batch| {
+            let mut out = evaluate(&physical, &batch, &evaluated)?.columns().to_vec();
+            out.push(batch.column(time_index).clone());
+            Ok(RecordBatch::try_new(target.clone(), out)?)
+        });
+        pre.time = Some(TimeAttr {
+            column: w.time_column.clone(),
+            offset: 0,
+        });
+        let key_names: Vec<String> = (0..key_count).map(|i| format!("__key{i}")).collect();
+        let key_refs: Vec<&str> = key_names.iter().map(String::as_str).collect();
+        let windowed = pre.key_by(&key_refs).window(assigner).aggregate(&aggs);
+        // To the Aggregate's columns: the GROUP BY expressions in order, then the aggregates.
+        let out = stream_schema(&a.schema);
+        let target = out.clone();
+        let window_start = key_count;
+        let mut result = windowed.map_batches("window result", out.clone(), move |batch| {
+            let mut columns: Vec<ArrayRef> = Vec::with_capacity(target.fields().len());
+            for g in &groups {
+                columns.push(match g {
+                    Group::Key(i) => batch.column(*i).clone(),
+                    Group::Window(0) => batch.column(window_start).clone(),
+                    Group::Window(1) => batch.column(window_start + 1).clone(),
+                    Group::Window(_) => {
+                        // window_time: the last millisecond of the window.
+                        let end = batch
+                            .column(window_start + 1)
+                            .as_primitive::<TimestampMillisecondType>();
+                        let time: arrow::array::PrimitiveArray<TimestampMillisecondType> =
+                            arrow::compute::kernels::arity::unary(end, |t| t - 1);
+                        Arc::new(time) as ArrayRef
+                    }
+                });
+            }
+            for (column, truncate) in batch.columns()[window_start + 2..].iter().zip(&integer_avg) {
+                columns.push(if *truncate {
+                    let mean = column.as_primitive::<arrow::datatypes::Float64Type>();
+                    let whole: arrow::array::Float64Array =
+                        arrow::compute::kernels::arity::unary(mean, f64::trunc);
+                    Arc::new(whole) as ArrayRef
+                } else {
+                    column.clone()
+                });
+            }
+            let columns = columns
+                .into_iter()
+                .zip(target.fields())
+                .map(|(c, f)| {
+                    if c.data_type() == f.data_type() {
+                        Ok(c)
+                    } else {
+                        arrow::compute::cast(&c, f.data_type())
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(RecordBatch::try_new(target.clone(), columns)?)
+        });
+        // Results carry the window's last millisecond as their event time.
+        result.time = a
+            .group_expr
+            .iter()
+            .zip(out.fields())
+            .find(|(g, _)| {
+                matches!(unalias(g), Expr::Column(c) if schema.index_of_column(c).ok() == Some(inputs + 1))
+            })
+            .map(|(_, f)| TimeAttr {
+                column: f.name().clone(),
+                offset: -1,
+            });
+        Ok(result)
+    }
+}
+
+fn unalias(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(a) => unalias(&a.expr),
+        other => other,
+    }
+}
+
+/// `col` or `col - INTERVAL '…' unit`: how far the watermark trails the largest time seen, in ms.
+fn watermark_bound(
+    column: &str,
+    expr: &datafusion_sql::sqlparser::ast::Expr,
+) -> Result<u64, String> {
+    use datafusion_sql::sqlparser::ast::{BinaryOperator, Expr as Sql};
+    let is_column = |e: &Sql| matches!(e, Sql::Identifier(i) if i.value == column);
+    match expr {
+        e if is_column(e) => Ok(0),
+        Sql::BinaryOp {
+            left,
+            op: BinaryOperator::Minus,
+            right,
+        } if is_column(left) => {
+            let ms = super::tvf::interval_millis(right)?;
+            u64::try_from(ms).map_err(|_| "the interval is negative".to_owned())
+        }
+        _ => Err(format!(
+            "the watermark must be {column} or {column} - INTERVAL '…' unit"
+        )),
+    }
+}

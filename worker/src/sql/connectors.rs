@@ -1,0 +1,426 @@
+//! Tables' `WITH (...)` options to Strom's sources and sinks, under Flink's option names where
+//! Flink has the connector:
+//!
+//! | connector | as a source | as a sink |
+//! | --- | --- | --- |
+//! | `filesystem` | `path` (a file or a directory), `format` = `csv` (no header, `csv.field-delimiter`) or `json` (one object per line) | the same: part files in the directory `path`; timestamps as `yyyy-MM-dd HH:mm:ss.SSS` |
+//! | `datagen` | `number-of-rows`, `rows-per-second`, `fields.F.kind` = `random` / `sequence`, `fields.F.min` / `max` / `start` / `end` / `length` | — |
+//! | `nexmark` | Strom's generator as flat tables: `table` = `bid` / `auction` / `person`, `events.num` (events of every kind, as in Flink's Nexmark connector; the table has its share), `event.rate` (events per event-time second), `seed`; the declared columns are picked by name | — |
+//! | `print` | — | every row to stdout |
+//! | `blackhole` | — | drops every row |
+//!
+//! An option the connector does not know is an error, as in Flink.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
+
+use crate::connectors::datagen::{DatagenSource, FieldGen};
+use crate::connectors::file::{FileSink, FileSource};
+use crate::connectors::nexmark::{EventKind, NexmarkConfig};
+use crate::connectors::nexmark_source::NexmarkSource;
+use crate::connectors::sinks::{DiscardSink, PrintSink};
+use crate::error::Error;
+use crate::stream::{DataStream, StreamEnv};
+
+use super::script::{SqlError, TableDef};
+
+/// How Flink's CSV and JSON formats write `TIMESTAMP(3)`, up to the seconds.
+const SQL_TIMESTAMP: &str = "%Y-%m-%d %H:%M:%S";
+
+/// A table's options, each read at most once; what is left over is an error.
+struct Options<'a> {
+    table: &'a TableDef,
+    left: BTreeMap<String, String>,
+}
+
+impl<'a> Options<'a> {
+    fn new(table: &'a TableDef) -> Self {
+        Self {
+            table,
+            left: table.options.clone(),
+        }
+    }
+
+    fn err(&self, message: impl Into<String>) -> SqlError {
+        SqlError::at(
+            self.table.at,
+            format!("table {}: {}", self.table.name, message.into()),
+        )
+    }
+
+    fn take(&mut self, key: &str) -> Option<String> {
+        self.left.remove(key)
+    }
+
+    fn required(&mut self, key: &str) -> Result<String, SqlError> {
+        self.take(key)
+            .ok_or_else(|| self.err(format!("option '{key}' is required")))
+    }
+
+    fn number<T: std::str::FromStr>(&mut self, key: &str) -> Result<Option<T>, SqlError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| self.err(format!("option '{key}': '{v}' is not a number"))),
+        }
+    }
+
+    /// Fails on any option not read.
+    fn done(self) -> Result<(), SqlError> {
+        match self.left.keys().next() {
+            None => Ok(()),
+            Some(k) => Err(self.err(format!(
+                "option '{k}' is not known to the '{}' connector",
+                self.table
+                    .options
+                    .get("connector")
+                    .map_or("", String::as_str)
+            ))),
+        }
+    }
+}
+
+/// The table's physical columns as an Arrow schema.
+pub fn physical_schema(table: &TableDef) -> SchemaRef {
+    Arc::new(Schema::new(
+        table
+            .columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.data_type.clone(), c.nullable))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// A stream of the table's physical columns, from its connector.
+pub fn source(env: &StreamEnv, table: &TableDef) -> Result<DataStream, SqlError> {
+    let mut o = Options::new(table);
+    let connector = o.required("connector")?;
+    let schema = physical_schema(table);
+    let plan_err = |e: Error| SqlError::at(table.at, format!("table {}: {e}", table.name));
+    let stream = match connector.as_str() {
+        "filesystem" => {
+            let path = o.required("path")?;
+            let format = o.required("format")?;
+            // Files hold decimals as text; they are cast after reading.
+            let file_schema = Arc::new(Schema::new(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| match f.data_type() {
+                        DataType::Decimal128(..) => {
+                            Field::new(f.name(), DataType::Utf8, f.is_nullable())
+                        }
+                        _ => f.as_ref().clone(),
+                    })
+                    .collect::<Vec<_>>(),
+            ));
+            let source = match format.as_str() {
+                "csv" => {
+                    let delimiter = match o.take("csv.field-delimiter") {
+                        None => b',',
+                        Some(d) if d.len() == 1 && d.is_ascii() => d.as_bytes()[0],
+                        Some(d) => {
+                            return Err(
+                                o.err(format!("csv.field-delimiter '{d}' is not one character"))
+                            );
+                        }
+                    };
+                    FileSource::csv(&path, file_schema.clone())
+                        .map_err(plan_err)?
+                        .with_header(false)
+                        .with_delimiter(delimiter)
+                }
+                "json" => FileSource::json_lines(&path, file_schema.clone()).map_err(plan_err)?,
+                other => {
+                    return Err(o.err(format!("format '{other}' is not supported (csv, json)")));
+                }
+            };
+            let stream = env.from_source(source, None);
+            if file_schema == schema {
+                stream
+            } else {
+                let target = schema.clone();
+                stream.map_batches("decimals", schema.clone(), move |batch| {
+                    cast_to(&batch, &target)
+                })
+            }
+        }
+        "datagen" => {
+            let rows: Option<u64> = o.number("number-of-rows")?;
+            let rate: Option<u64> = o.number("rows-per-second")?;
+            let mut source = DatagenSource::new().with_name(&table.name);
+            for c in &table.columns {
+                let key = |k: &str| format!("fields.{}.{k}", c.name);
+                let kind = o.take(&key("kind")).unwrap_or_else(|| "random".into());
+                let generator = match (&c.data_type, kind.as_str()) {
+                    (t, "sequence") if t.is_integer() => {
+                        let start = o.number(&key("start"))?;
+                        let end = o.number(&key("end"))?;
+                        let (Some(start), Some(end)) = (start, end) else {
+                            return Err(o.err(format!(
+                                "field {}: a sequence needs {} and {}",
+                                c.name,
+                                key("start"),
+                                key("end")
+                            )));
+                        };
+                        FieldGen::Sequence { start, end }
+                    }
+                    (t, "random") if t.is_integer() => FieldGen::Random {
+                        min: o.number(&key("min"))?.unwrap_or(0),
+                        max: o.number(&key("max"))?.unwrap_or(i64::from(i32::MAX)),
+                    },
+                    (DataType::Float32 | DataType::Float64, "random") => FieldGen::RandomFloat {
+                        min: o.number(&key("min"))?.unwrap_or(0.0),
+                        max: o.number(&key("max"))?.unwrap_or(1.0),
+                    },
+                    (DataType::Utf8, "random") => FieldGen::RandomString {
+                        length: o.number(&key("length"))?.unwrap_or(100),
+                    },
+                    (DataType::Timestamp(..), "random") => FieldGen::EventTime {
+                        base_ms: NexmarkConfig::default().base_time_ms,
+                        rows_per_second: rate.unwrap_or(10_000),
+                    },
+                    (t, k) => {
+                        return Err(o.err(format!(
+                            "field {} ({t}): datagen cannot generate it as '{k}'",
+                            c.name
+                        )));
+                    }
+                };
+                source = source.field(&c.name, generator);
+            }
+            if let Some(rows) = rows {
+                source = source.with_limit(rows);
+            }
+            if let Some(rate) = rate {
+                source = source.with_rate_limit(rate);
+            }
+            source.validate().map_err(plan_err)?;
+            let generated = env.from_source(source, None);
+            let target = schema.clone();
+            generated.map_batches("datagen types", schema.clone(), move |batch| {
+                cast_to(&batch, &target)
+            })
+        }
+        "nexmark" => {
+            let kind = match o.required("table")?.as_str() {
+                "bid" => EventKind::Bid,
+                "auction" => EventKind::Auction,
+                "person" => EventKind::Person,
+                other => {
+                    return Err(o.err(format!(
+                        "nexmark table '{other}' is not one of bid, auction, person"
+                    )));
+                }
+            };
+            let defaults = NexmarkConfig::default();
+            let config = NexmarkConfig {
+                seed: o.number("seed")?.unwrap_or(defaults.seed),
+                events_per_second: o
+                    .number("event.rate")?
+                    .unwrap_or(defaults.events_per_second),
+                ..defaults
+            };
+            // As in Flink's Nexmark connector, `events.num` counts events of every kind.
+            let rows = o
+                .number::<u64>("events.num")?
+                .map(|events| rows_among(kind, events));
+            let columns: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+            let source = NexmarkSource::new(kind, config, rows)
+                .with_projection(&columns)
+                .map_err(plan_err)?;
+            let generated = crate::connectors::SourceBuilder::schema(&source);
+            for (want, got) in schema.fields().iter().zip(generated.fields()) {
+                if want.data_type() != got.data_type() {
+                    return Err(o.err(format!(
+                        "column {} is {} in nexmark's {}, not {}",
+                        want.name(),
+                        got.data_type(),
+                        table.name,
+                        want.data_type()
+                    )));
+                }
+            }
+            let stream = env.from_source(source, None);
+            let target = schema.clone();
+            stream.map_batches("nexmark columns", schema.clone(), move |batch| {
+                cast_to(&batch, &target)
+            })
+        }
+        other => {
+            return Err(o.err(format!(
+                "connector '{other}' cannot be read (filesystem, datagen, nexmark)"
+            )));
+        }
+    };
+    o.done()?;
+    Ok(stream)
+}
+
+/// How many events of `kind` the first `events` events hold.
+fn rows_among(kind: EventKind, events: u64) -> u64 {
+    // `event_number` is increasing in the index: search for the first index past the end.
+    let (mut low, mut high) = (0u64, events);
+    while low < high {
+        let mid = low + (high - low) / 2;
+        if crate::connectors::nexmark::event_number(kind, mid) < events {
+            low = mid + 1;
+        } else {
+            high = mid;
+        }
+    }
+    low
+}
+
+/// Writes `stream` (of the table's physical columns) to the table's connector.
+pub fn sink(stream: &DataStream, table: &TableDef) -> Result<(), SqlError> {
+    let mut o = Options::new(table);
+    let connector = o.required("connector")?;
+    match connector.as_str() {
+        "filesystem" => {
+            let path = o.required("path")?;
+            let format = o.required("format")?;
+            let sink = match format.as_str() {
+                "csv" => {
+                    let mut s = FileSink::csv(&path).with_header(false);
+                    if let Some(d) = o.take("csv.field-delimiter") {
+                        if d.len() != 1 || !d.is_ascii() {
+                            return Err(
+                                o.err(format!("csv.field-delimiter '{d}' is not one character"))
+                            );
+                        }
+                        s = s.with_delimiter(d.as_bytes()[0]);
+                    }
+                    s
+                }
+                "json" => FileSink::json_lines(&path),
+                other => {
+                    return Err(o.err(format!("format '{other}' is not supported (csv, json)")));
+                }
+            };
+            let text = text_schema(stream.schema());
+            let as_text =
+                stream.map_batches("to text", text.clone(), move |batch| to_text(&batch, &text));
+            as_text.sink(sink);
+        }
+        "print" => {
+            stream.sink(PrintSink);
+        }
+        "blackhole" => {
+            stream.sink(DiscardSink::new());
+        }
+        other => {
+            return Err(o.err(format!(
+                "connector '{other}' cannot be written (filesystem, print, blackhole)"
+            )));
+        }
+    }
+    o.done()
+}
+
+/// Casts every column of `batch` to the type `schema` has at its position.
+pub fn cast_to(batch: &RecordBatch, schema: &SchemaRef) -> crate::error::Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                cast(c, f.data_type())
+            }
+        })
+        .collect::<Result<Vec<ArrayRef>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// `schema` with its decimal and timestamp columns as text.
+fn text_schema(schema: &SchemaRef) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Decimal128(..) | DataType::Timestamp(..) => {
+                    Field::new(f.name(), DataType::Utf8, f.is_nullable())
+                }
+                _ => f.as_ref().clone(),
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// A timestamp as Flink's CSV and JSON formats write `TIMESTAMP(3)`: `yyyy-MM-dd HH:mm:ss`, then
+/// the milliseconds without trailing zeros, if any (`.5`, `.021`).
+fn sql_timestamp(ms: i64) -> Option<String> {
+    let t = arrow::temporal_conversions::timestamp_ms_to_datetime(ms)?;
+    let mut text = t.format(SQL_TIMESTAMP).to_string();
+    let fraction = ms.rem_euclid(1000);
+    if fraction != 0 {
+        let digits = format!("{fraction:03}");
+        text.push('.');
+        text.push_str(digits.trim_end_matches('0'));
+    }
+    Some(text)
+}
+
+/// Decimals and timestamps as Flink's formats write them.
+fn to_text(batch: &RecordBatch, schema: &SchemaRef) -> crate::error::Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Timestamp(..) => {
+                let ms = cast(c, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+                let ms = ms.as_primitive::<TimestampMillisecondType>();
+                let strings: arrow::array::StringArray =
+                    ms.iter().map(|v| v.and_then(sql_timestamp)).collect();
+                Ok(Arc::new(strings) as ArrayRef)
+            }
+            DataType::Decimal128(..) => cast(c, &DataType::Utf8),
+            _ => Ok(c.clone()),
+        })
+        .collect::<Result<Vec<ArrayRef>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_num_counts_events_of_every_kind() {
+        // 50 events: 1 person, 3 auctions, 46 bids.
+        assert_eq!(rows_among(EventKind::Person, 100), 2);
+        assert_eq!(rows_among(EventKind::Auction, 100), 6);
+        assert_eq!(rows_among(EventKind::Bid, 100), 92);
+        assert_eq!(rows_among(EventKind::Auction, 52), 4);
+        assert_eq!(rows_among(EventKind::Bid, 3), 0);
+    }
+
+    #[test]
+    fn timestamps_are_written_as_flink_writes_them() {
+        assert_eq!(
+            sql_timestamp(1_700_000_000_000).unwrap(),
+            "2023-11-14 22:13:20"
+        );
+        assert_eq!(
+            sql_timestamp(1_700_000_000_700).unwrap(),
+            "2023-11-14 22:13:20.7"
+        );
+        assert_eq!(
+            sql_timestamp(1_700_000_000_021).unwrap(),
+            "2023-11-14 22:13:20.021"
+        );
+        assert_eq!(sql_timestamp(-1).unwrap(), "1969-12-31 23:59:59.999");
+    }
+}
