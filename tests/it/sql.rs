@@ -295,3 +295,20 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[test]
+fn the_example_script_compiles_to_a_job() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sql/top-bids.sql");
+    let planned = plan_script(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(
+        planned.settings,
+        [("parallelism.default".to_owned(), "2".to_owned())]
+    );
+    let env = StreamEnv::new("example", EngineConfig::default());
+    compile::compile(&planned, &env).unwrap();
+    let graph = env.build().unwrap();
+    let text =
+        strom::plan::physical::explain(&graph, &strom::plan::physical::plan(&graph).unwrap());
+    assert!(text.contains("window(tumbling 10000ms"), "{text}");
+    assert!(text.contains("print"), "{text}");
+}
