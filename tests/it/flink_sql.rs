@@ -10,10 +10,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use strom::EngineConfig;
-use strom::sql::{compile, plan_script};
-use strom::stream::StreamEnv;
-
 /// The queries, by file name in `bench/sql/nexmark/`.
 const QUERIES: &[&str] = &[
     "q0",
@@ -63,19 +59,6 @@ fn script(input: &Path, out: &Path) -> String {
         text.push_str(&substitute(&read_query(q), &[("SINK", sink)]));
     }
     text
-}
-
-fn run_strom(script: &str) {
-    let planned = plan_script(script).unwrap_or_else(|e| panic!("{e}\n{script}"));
-    let env = StreamEnv::new(
-        "sql",
-        EngineConfig {
-            parallelism: 2,
-            ..EngineConfig::default()
-        },
-    );
-    compile::compile(&planned, &env).unwrap_or_else(|e| panic!("{e}"));
-    env.execute().unwrap();
 }
 
 fn run_flink(script_file: &Path) {
@@ -252,7 +235,7 @@ fn nexmark_sql_queries_give_what_flink_gives_on_the_same_input() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let input = dir.join("input");
-    run_strom(&substitute(
+    super::sql::run(&substitute(
         &read_query("generate"),
         &[
             ("INPUT", input.display().to_string()),
@@ -261,7 +244,7 @@ fn nexmark_sql_queries_give_what_flink_gives_on_the_same_input() {
         ],
     ));
     let (strom_out, flink_out) = (dir.join("strom"), dir.join("flink"));
-    run_strom(&script(&input, &strom_out));
+    super::sql::run(&script(&input, &strom_out));
     let flink_script = dir.join("flink.sql");
     std::fs::write(&flink_script, script(&input, &flink_out)).unwrap();
     run_flink(&flink_script);

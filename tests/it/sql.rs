@@ -67,8 +67,8 @@ fn bid_table() -> String {
     )
 }
 
-/// Runs a script at parallelism 2.
-fn run(script: &str) {
+/// Runs a script at parallelism 2 on the embedded runtime.
+pub(crate) fn run(script: &str) {
     let planned = plan_script(script).unwrap_or_else(|e| panic!("{e}\n{script}"));
     let env = StreamEnv::new(
         "sql",

@@ -434,8 +434,12 @@ impl Compiler<'_> {
         // The window operator's input: keys, aggregate arguments, the time column.
         let mut pre_exprs = keys.clone();
         let mut aggs = Vec::new();
-        // AVG of integers is an integer in Flink (the quotient rounded towards zero).
-        let mut integer_avg = Vec::new();
+        // How each aggregate's result is finished: AVG of integers is an integer in Flink (the
+        // quotient rounded towards zero); SUM, MIN and MAX of decimals run on their unscaled
+        // values (exact) and become decimals again.
+        let mut finish = Vec::new();
+        // The aggregate arguments that are decimals, by position among `pre_exprs`.
+        let mut unscaled = vec![false; keys.len()];
         for (j, e) in a.aggr_expr.iter().enumerate() {
             let out = format!("__agg{j}");
             let Expr::AggregateFunction(AggregateFunction { func, params }) = unalias(e) else {
@@ -448,10 +452,18 @@ impl Compiler<'_> {
             }
             let arg = params.args.first();
             let name = func.name().to_ascii_lowercase();
-            let input_column = |pre: &mut Vec<Expr>, x: Expr| {
+            let decimal =
+                arg.is_some_and(|x| matches!(x.get_type(schema), Ok(DataType::Decimal128(..))));
+            let mut input_column = |pre: &mut Vec<Expr>, x: Expr| {
                 pre.push(x);
+                unscaled.push(decimal);
                 format!("__arg{}", pre.len() - 1)
             };
+            if decimal && !matches!(name.as_str(), "sum" | "min" | "max" | "count") {
+                return Err(err(format!(
+                    "{e}: {name} of a DECIMAL is not supported yet"
+                )));
+            }
             let agg = match (name.as_str(), arg) {
                 ("count", None) => Agg::count(&out),
                 ("count", Some(Expr::Literal(v, _))) if !v.is_null() => Agg::count(&out),
@@ -463,21 +475,22 @@ impl Compiler<'_> {
                         Box::new(x.clone().is_not_null()),
                         DataType::Int64,
                     ));
-                    Agg::sum(&input_column(&mut pre_exprs, one_if_set), &out)
+                    pre_exprs.push(one_if_set);
+                    unscaled.push(false);
+                    Agg::sum(&format!("__arg{}", pre_exprs.len() - 1), &out)
                 }
                 ("sum", Some(x)) => Agg::sum(&input_column(&mut pre_exprs, x.clone()), &out),
                 ("min", Some(x)) => Agg::min(&input_column(&mut pre_exprs, x.clone()), &out),
                 ("max", Some(x)) => Agg::max(&input_column(&mut pre_exprs, x.clone()), &out),
-                ("avg", Some(x)) => {
-                    let integer = x.get_type(schema).is_ok_and(|t| t.is_integer());
-                    integer_avg.push(integer);
-                    Agg::avg(&input_column(&mut pre_exprs, x.clone()), &out)
-                }
+                ("avg", Some(x)) => Agg::avg(&input_column(&mut pre_exprs, x.clone()), &out),
                 _ => return Err(err(format!("aggregate {e} is not supported yet"))),
             };
-            if integer_avg.len() < aggs.len() + 1 {
-                integer_avg.push(false);
-            }
+            let integer = arg.is_some_and(|x| x.get_type(schema).is_ok_and(|t| t.is_integer()));
+            finish.push(match name.as_str() {
+                "avg" if integer => Finish::TruncateMean,
+                "sum" | "min" | "max" if decimal => Finish::Unscaled,
+                _ => Finish::AsIs,
+            });
             aggs.push(agg);
         }
         let key_count = keys.len();
@@ -495,18 +508,30 @@ impl Compiler<'_> {
             fields.push(Field::new(name, data_type, true));
             physical.push(self.physical(e, schema)?);
         }
+        // What the expressions give (decimals as decimals); the operator gets their unscaled
+        // values.
+        let evaluated = Arc::new(Schema::new(fields.clone()));
+        for (f, u) in fields.iter_mut().zip(&unscaled) {
+            if *u {
+                *f = Field::new(f.name(), DataType::Int64, true);
+            }
+        }
         // Expressions over the TVF's columns read only the input's (the window columns come
         // after them), so they evaluate on the input's batches.
         let time_index = input
             .schema()
             .index_of(&w.time_column)
             .map_err(|x| err(x.to_string()))?;
-        let evaluated = Arc::new(Schema::new(fields.clone()));
         fields.push(input.schema().field(time_index).as_ref().clone());
         let pre_schema = Arc::new(Schema::new(fields));
         let target = pre_schema.clone();
         let mut pre = input.map_batches("window input", pre_schema.clone(), move |batch| {
             let mut out = evaluate(&physical, &batch, &evaluated)?.columns().to_vec();
+            for (column, u) in out.iter_mut().zip(&unscaled) {
+                if *u {
+                    *column = Arc::new(unscaled_values(column)?);
+                }
+            }
             out.push(batch.column(time_index).clone());
             Ok(RecordBatch::try_new(target.clone(), out)?)
         });
@@ -539,14 +564,30 @@ impl Compiler<'_> {
                     }
                 });
             }
-            for (column, truncate) in batch.columns()[window_start + 2..].iter().zip(&integer_avg) {
-                columns.push(if *truncate {
-                    let mean = column.as_primitive::<arrow::datatypes::Float64Type>();
-                    let whole: arrow::array::Float64Array =
-                        arrow::compute::kernels::arity::unary(mean, f64::trunc);
-                    Arc::new(whole) as ArrayRef
-                } else {
-                    column.clone()
+            let results = batch.columns()[window_start + 2..].iter().zip(&finish);
+            for ((column, how), field) in results.zip(&target.fields()[groups.len()..]) {
+                columns.push(match how {
+                    Finish::AsIs => column.clone(),
+                    Finish::TruncateMean => {
+                        let mean = column.as_primitive::<arrow::datatypes::Float64Type>();
+                        let whole: arrow::array::Float64Array =
+                            arrow::compute::kernels::arity::unary(mean, f64::trunc);
+                        Arc::new(whole) as ArrayRef
+                    }
+                    Finish::Unscaled => {
+                        let DataType::Decimal128(precision, scale) = field.data_type() else {
+                            return Err(Error::user(format!(
+                                "{} should be a DECIMAL, not {}",
+                                field.name(),
+                                field.data_type()
+                            )));
+                        };
+                        let values = arrow::compute::cast(column, &DataType::Int64)?;
+                        let values = values.as_primitive::<arrow::datatypes::Int64Type>();
+                        let decimals: arrow::array::Decimal128Array =
+                            arrow::compute::kernels::arity::unary(values, i128::from);
+                        Arc::new(decimals.with_precision_and_scale(*precision, *scale)?) as ArrayRef
+                    }
                 });
             }
             let columns = columns
@@ -576,6 +617,34 @@ impl Compiler<'_> {
             });
         Ok(result)
     }
+}
+
+/// How a window aggregate's result column is finished.
+#[derive(Clone, Copy)]
+enum Finish {
+    AsIs,
+    /// Flink's AVG of integers: the quotient rounded towards zero.
+    TruncateMean,
+    /// An aggregate of a decimal's unscaled values, back to the decimal.
+    Unscaled,
+}
+
+/// A decimal column's unscaled values (`12.345` at scale 3 is `12345`), as `Int64`.
+fn unscaled_values(column: &ArrayRef) -> crate::error::Result<arrow::array::Int64Array> {
+    let decimals = column.as_primitive::<arrow::datatypes::Decimal128Type>();
+    decimals
+        .iter()
+        .map(|v| {
+            v.map(|v| {
+                i64::try_from(v).map_err(|_| {
+                    Error::user(format!(
+                        "the decimal {v} (unscaled) is too large to aggregate"
+                    ))
+                })
+            })
+            .transpose()
+        })
+        .collect()
 }
 
 fn unalias(e: &Expr) -> &Expr {
