@@ -191,13 +191,7 @@ impl Catalog {
             // The type of a computed column is whatever the planner derives for it over the
             // columns before it.
             let scan = Arc::new(Schema::new(fields.clone()));
-            let source = Arc::new(LogicalTableSource::new(scan));
-            let provider = Single {
-                name: &t.name,
-                source,
-                functions: &self.functions,
-                options: &self.options,
-            };
+            let provider = Scope::alone(self, &t.name, scan);
             let sql = format!("SELECT {expr} AS {name} FROM {}", quoted(&t.name));
             let plan = plan_query_text(&provider, &sql, t.at)?;
             let field = plan.schema().field(0);
@@ -209,13 +203,7 @@ impl Catalog {
     /// `SELECT <physical columns>, <computed columns> FROM t` over the table's physical columns:
     /// how the streaming planner computes them.
     pub(crate) fn computed_columns_plan(&self, t: &TableDef) -> Result<LogicalPlan, SqlError> {
-        let source = Arc::new(LogicalTableSource::new(connectors::physical_schema(t)));
-        let provider = Single {
-            name: &t.name,
-            source,
-            functions: &self.functions,
-            options: &self.options,
-        };
+        let provider = Scope::alone(self, &t.name, connectors::physical_schema(t));
         let mut items: Vec<String> = t.columns.iter().map(|c| quoted(&c.name)).collect();
         items.extend(
             t.computed
@@ -237,7 +225,7 @@ impl Catalog {
             self.windows.push(w);
         }
         let statement = Statement::Query(Box::new(query));
-        let plan = SqlToRel::new(&*self)
+        let plan = SqlToRel::new(&Scope::all(self))
             .sql_statement_to_plan(statement)
             .map_err(|e| SqlError::at(at, e.strip_backtrace()))?;
         // Type coercion (`price * 0.908` is DECIMAL * DECIMAL), as DataFusion's analyzer does it;
@@ -384,32 +372,68 @@ pub fn is_select(q: &Query) -> bool {
     matches!(*q.body, SetExpr::Select(_))
 }
 
-impl ContextProvider for Catalog {
+/// What a query is planned against: the catalog, or (for a table's computed columns) one table's
+/// columns alone; with the catalog's functions and options either way.
+struct Scope<'a> {
+    catalog: &'a Catalog,
+    /// The only table there is, by name.
+    only: Option<(&'a str, Arc<LogicalTableSource>)>,
+}
+
+impl<'a> Scope<'a> {
+    fn all(catalog: &'a Catalog) -> Self {
+        Self {
+            catalog,
+            only: None,
+        }
+    }
+
+    /// `table` alone, with these columns.
+    fn alone(catalog: &'a Catalog, table: &'a str, columns: SchemaRef) -> Self {
+        Self {
+            catalog,
+            only: Some((table, Arc::new(LogicalTableSource::new(columns)))),
+        }
+    }
+}
+
+impl ContextProvider for Scope<'_> {
     fn get_table_source(
         &self,
         name: TableReference,
     ) -> datafusion_common::Result<Arc<dyn TableSource>> {
         let key = name.table();
-        if let Some(w) = self.window(key) {
-            let schema = self
+        if let Some((table, source)) = &self.only {
+            return if key == *table {
+                Ok(source.clone())
+            } else {
+                Err(datafusion_common::DataFusionError::Plan(format!(
+                    "no table named {name}"
+                )))
+            };
+        }
+        let catalog = self.catalog;
+        if let Some(w) = catalog.window(key) {
+            let schema = catalog
                 .window_schema(w)
                 .map_err(|e| datafusion_common::DataFusionError::Plan(e.message))?;
             return Ok(Arc::new(LogicalTableSource::new(schema)));
         }
-        if let Some(view) = self.views.get(key) {
+        if let Some(view) = catalog.views.get(key) {
             return Ok(Arc::new(ViewSource(view.clone())));
         }
-        let t = self.tables.get(key).ok_or_else(|| {
+        let t = catalog.tables.get(key).ok_or_else(|| {
             datafusion_common::DataFusionError::Plan(format!("no table or view named {name}"))
         })?;
-        let schema = self
+        let schema = catalog
             .table_schema(t)
             .map_err(|e| datafusion_common::DataFusionError::Plan(e.to_string()))?;
         Ok(Arc::new(LogicalTableSource::new(schema)))
     }
 
     fn get_function_meta(&self, name: &str) -> Option<Arc<ScalarUDF>> {
-        self.functions
+        self.catalog
+            .functions
             .scalar
             .get(&name.to_ascii_lowercase())
             .cloned()
@@ -420,7 +444,8 @@ impl ContextProvider for Catalog {
     }
 
     fn get_aggregate_meta(&self, name: &str) -> Option<Arc<AggregateUDF>> {
-        self.functions
+        self.catalog
+            .functions
             .aggregate
             .get(&name.to_ascii_lowercase())
             .cloned()
@@ -435,11 +460,11 @@ impl ContextProvider for Catalog {
     }
 
     fn options(&self) -> &ConfigOptions {
-        &self.options
+        &self.catalog.options
     }
 
     fn udf_names(&self) -> Vec<String> {
-        self.functions.scalar.keys().cloned().collect()
+        self.catalog.functions.scalar.keys().cloned().collect()
     }
 
     fn higher_order_function_names(&self) -> Vec<String> {
@@ -447,7 +472,7 @@ impl ContextProvider for Catalog {
     }
 
     fn udaf_names(&self) -> Vec<String> {
-        self.functions.aggregate.keys().cloned().collect()
+        self.catalog.functions.aggregate.keys().cloned().collect()
     }
 
     fn udwf_names(&self) -> Vec<String> {
@@ -465,75 +490,6 @@ impl TableSource for ViewSource {
 
     fn get_logical_plan(&self) -> Option<std::borrow::Cow<'_, LogicalPlan>> {
         Some(std::borrow::Cow::Borrowed(&self.0))
-    }
-}
-
-/// One table alone: for typing a table's computed columns.
-struct Single<'a> {
-    name: &'a str,
-    source: Arc<LogicalTableSource>,
-    functions: &'a Functions,
-    options: &'a ConfigOptions,
-}
-
-impl ContextProvider for Single<'_> {
-    fn get_table_source(
-        &self,
-        name: TableReference,
-    ) -> datafusion_common::Result<Arc<dyn TableSource>> {
-        if name.table() == self.name {
-            Ok(self.source.clone())
-        } else {
-            Err(datafusion_common::DataFusionError::Plan(format!(
-                "no table named {name}"
-            )))
-        }
-    }
-
-    fn get_function_meta(&self, name: &str) -> Option<Arc<ScalarUDF>> {
-        self.functions
-            .scalar
-            .get(&name.to_ascii_lowercase())
-            .cloned()
-    }
-
-    fn get_higher_order_meta(&self, _name: &str) -> Option<Arc<HigherOrderUDF>> {
-        None
-    }
-
-    fn get_aggregate_meta(&self, name: &str) -> Option<Arc<AggregateUDF>> {
-        self.functions
-            .aggregate
-            .get(&name.to_ascii_lowercase())
-            .cloned()
-    }
-
-    fn get_window_meta(&self, _name: &str) -> Option<Arc<WindowUDF>> {
-        None
-    }
-
-    fn get_variable_type(&self, _variable_names: &[String]) -> Option<DataType> {
-        None
-    }
-
-    fn options(&self) -> &ConfigOptions {
-        self.options
-    }
-
-    fn udf_names(&self) -> Vec<String> {
-        self.functions.scalar.keys().cloned().collect()
-    }
-
-    fn higher_order_function_names(&self) -> Vec<String> {
-        Vec::new()
-    }
-
-    fn udaf_names(&self) -> Vec<String> {
-        self.functions.aggregate.keys().cloned().collect()
-    }
-
-    fn udwf_names(&self) -> Vec<String> {
-        Vec::new()
     }
 }
 
