@@ -18,6 +18,9 @@ const QUERIES: &[&str] = &[
     "hot-auctions",
     "top-price",
     "category-prices",
+    "q3",
+    "q7",
+    "q8",
 ];
 const EVENTS: u64 = 60_000;
 /// Events per event-time second: a minute of event time.

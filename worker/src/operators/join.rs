@@ -62,7 +62,7 @@ impl LateCounter {
         self.0.load(Ordering::Relaxed)
     }
 
-    fn add(&self, n: u64) {
+    pub(super) fn add(&self, n: u64) {
         if n > 0 {
             self.0.fetch_add(n, Ordering::Relaxed);
         }
@@ -94,19 +94,24 @@ pub struct JoinInput {
 
 /// Joined rows in the row format, collected until they are emitted as one batch.
 #[derive(Debug, Default)]
-struct JoinedRows {
+pub(super) struct JoinedRows {
     data: Vec<u8>,
     ends: Vec<usize>,
 }
 
 impl JoinedRows {
-    fn push(&mut self, left: &[u8], right: &[u8]) {
+    pub(super) fn push(&mut self, left: &[u8], right: &[u8]) {
         self.data.extend_from_slice(left);
         self.data.extend_from_slice(right);
         self.ends.push(self.data.len());
     }
 
-    fn emit(&mut self, schema: &SchemaRef, info: &SubtaskInfo, out: &mut Output) -> Result<()> {
+    pub(super) fn emit(
+        &mut self,
+        schema: &SchemaRef,
+        info: &SubtaskInfo,
+        out: &mut Output,
+    ) -> Result<()> {
         if self.ends.is_empty() {
             return Ok(());
         }
@@ -124,7 +129,7 @@ impl JoinedRows {
     }
 }
 
-fn side_of(info: &SubtaskInfo, input: usize) -> Result<usize> {
+pub(super) fn side_of(info: &SubtaskInfo, input: usize) -> Result<usize> {
     if input < 2 {
         Ok(input)
     } else {
@@ -621,7 +626,7 @@ fn event_time_of(operator: &str, side: &str, stream: &DataStream) -> Result<(usi
 }
 
 /// Adds a two-input join node fed by `left` and `right`, each hash-partitioned by its key.
-fn add_join(
+pub(super) fn add_join(
     name: String,
     (left, left_key): (&DataStream, &KeySpec),
     (right, right_key): (&DataStream, &KeySpec),

@@ -5,6 +5,7 @@ pub mod aggregate;
 pub mod basic;
 pub mod join;
 pub mod process;
+pub mod regular_join;
 pub mod rolling;
 pub mod watermarks;
 pub mod window;

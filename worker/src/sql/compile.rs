@@ -42,6 +42,7 @@ pub fn compile(script: &PlannedScript, env: &StreamEnv) -> Result<(), SqlError> 
     for p in &script.pipelines {
         let c = Compiler {
             catalog: &script.catalog,
+            state_ttl: state_ttl(script)?,
             env,
             props: ExecutionProps::new(),
             at: p.at,
@@ -78,6 +79,7 @@ pub fn explain(script: &PlannedScript, config: &EngineConfig) -> Result<Vec<Stri
             let env = StreamEnv::new("explain", config.clone());
             let c = Compiler {
                 catalog: &script.catalog,
+                state_ttl: state_ttl(script)?,
                 env: &env,
                 props: ExecutionProps::new(),
                 at: p.at,
@@ -104,6 +106,8 @@ enum Planned {
 
 struct Compiler<'a> {
     catalog: &'a Catalog,
+    /// `SET 'table.exec.state.ttl'`: how long a regular join keeps records.
+    state_ttl: Option<Duration>,
     env: &'a StreamEnv,
     props: ExecutionProps,
     at: Location,
@@ -214,6 +218,13 @@ impl Compiler<'_> {
                     "project",
                 )?))
             }
+            LogicalPlan::Join(j) => Ok(Planned::Stream(self.join(j, None)?)),
+            LogicalPlan::Filter(f) if matches!(f.input.as_ref(), LogicalPlan::Join(_)) => {
+                let LogicalPlan::Join(j) = f.input.as_ref() else {
+                    return Err(self.err("a filter over a join lost its join"));
+                };
+                Ok(Planned::Stream(self.join(j, Some(&f.predicate))?))
+            }
             LogicalPlan::Filter(f) => {
                 let predicate = self.physical(&f.predicate, f.input.schema())?;
                 let name = format!("{}", f.predicate);
@@ -284,6 +295,195 @@ impl Compiler<'_> {
                     .unwrap_or_default()
             ))),
         }
+    }
+
+    /// An inner join (with `filter`, the predicate of a `WHERE` right above it, as part of its
+    /// condition): the equalities between an expression of the left side and one of the right are
+    /// its keys, and the rest of the condition filters the joined rows. It becomes a regular join
+    /// (Flink SQL's, with the script's `table.exec.state.ttl`).
+    fn join(
+        &self,
+        j: &datafusion_expr::logical_plan::Join,
+        filter: Option<&Expr>,
+    ) -> Result<DataStream, SqlError> {
+        use datafusion_expr::utils::split_conjunction;
+        use datafusion_expr::{BinaryExpr, JoinType, Operator};
+        if j.join_type != JoinType::Inner {
+            return Err(self.err(format!(
+                "{} joins are not supported yet: only inner joins",
+                j.join_type
+            )));
+        }
+        let left_width = j.left.schema().fields().len();
+        // Which side an expression reads: Some(true) left only, Some(false) right only.
+        let side = |e: &Expr| -> Option<bool> {
+            let refs = e.column_refs();
+            let indices: Vec<usize> = refs
+                .iter()
+                .map(|c| j.schema.index_of_column(c).ok())
+                .collect::<Option<_>>()?;
+            if indices.is_empty() {
+                None
+            } else if indices.iter().all(|&i| i < left_width) {
+                Some(true)
+            } else if indices.iter().all(|&i| i >= left_width) {
+                Some(false)
+            } else {
+                None
+            }
+        };
+        let mut keys: Vec<(Expr, Expr)> = j.on.clone();
+        let mut rest: Vec<Expr> = Vec::new();
+        let conjuncts = j.filter.iter().chain(filter).flat_map(split_conjunction);
+        for c in conjuncts {
+            if let Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Eq,
+                right,
+            }) = c
+            {
+                match (side(left), side(right)) {
+                    (Some(true), Some(false)) => {
+                        keys.push((left.as_ref().clone(), right.as_ref().clone()));
+                        continue;
+                    }
+                    (Some(false), Some(true)) => {
+                        keys.push((right.as_ref().clone(), left.as_ref().clone()));
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            rest.push(c.clone());
+        }
+        // A condition on one side alone filters that side before the join.
+        let mut before: [Vec<Expr>; 2] = [Vec::new(), Vec::new()];
+        rest.retain(|c| match side(c) {
+            Some(true) => {
+                before[0].push(c.clone());
+                false
+            }
+            Some(false) => {
+                before[1].push(c.clone());
+                false
+            }
+            None => true,
+        });
+        if keys.is_empty() {
+            return Err(self.err(
+                "a join needs an equality between a column of each side (cross joins and joins \
+                 on other conditions alone are not supported)",
+            ));
+        }
+        let [left_before, right_before] = before;
+        let left = self.filtered(self.stream(&j.left)?, left_before, j.left.schema())?;
+        let right = self.filtered(self.stream(&j.right)?, right_before, j.right.schema())?;
+        let (left_keys, right_keys): (Vec<Expr>, Vec<Expr>) = keys.into_iter().unzip();
+        let (left, left_names, left_extra) =
+            self.with_keys(&left, &left_keys, j.left.schema(), "left")?;
+        let (right, right_names, right_extra) =
+            self.with_keys(&right, &right_keys, j.right.schema(), "right")?;
+        let mut options = crate::operators::regular_join::RegularJoin::new();
+        if let Some(ttl) = self.state_ttl {
+            options = options.ttl(ttl);
+        }
+        let mut joined = left
+            .key_by(&str_refs(&left_names))
+            .regular_join(&right.key_by(&str_refs(&right_names)), options);
+        if left_extra + right_extra > 0 {
+            // Drop the key columns computed for the join.
+            let left_fields = left.schema().fields().len() - left_extra;
+            let right_fields = right.schema().fields().len() - right_extra;
+            let kept: Vec<usize> = (0..left_fields)
+                .chain((0..right_fields).map(|i| left.schema().fields().len() + i))
+                .collect();
+            let out = stream_schema(&j.schema);
+            let target = out.clone();
+            joined = joined.map_batches("join result", out, move |batch| {
+                let columns = kept.iter().map(|&i| batch.column(i).clone()).collect();
+                Ok(RecordBatch::try_new(target.clone(), columns)?)
+            });
+        } else {
+            // The same columns under the plan's names.
+            let out = stream_schema(&j.schema);
+            let target = out.clone();
+            joined = joined.map_batches("join result", out, move |batch| {
+                Ok(RecordBatch::try_new(
+                    target.clone(),
+                    batch.columns().to_vec(),
+                )?)
+            });
+        }
+        self.filtered(joined, rest, &j.schema)
+    }
+
+    /// `input` (whose plan schema is `schema`) with the rows where all `conditions` hold.
+    fn filtered(
+        &self,
+        input: DataStream,
+        conditions: Vec<Expr>,
+        schema: &DFSchema,
+    ) -> Result<DataStream, SqlError> {
+        let Some(predicate) = conditions.into_iter().reduce(Expr::and) else {
+            return Ok(input);
+        };
+        let p = self.physical(&predicate, schema)?;
+        Ok(input.filter_batches(&format!("{predicate}"), move |batch| {
+            let v = p
+                .evaluate(batch)
+                .and_then(|v| v.into_array(batch.num_rows()))
+                .map_err(|e| Error::user(e.strip_backtrace()))?;
+            Ok(v.as_boolean_opt()
+                .ok_or_else(|| Error::user("a condition gave no booleans"))?
+                .clone())
+        }))
+    }
+
+    /// One side of a join with its key columns: their names, and how many columns were added to
+    /// hold keys that are not plain columns (computed, or cast to the other side's type).
+    fn with_keys(
+        &self,
+        input: &DataStream,
+        keys: &[Expr],
+        schema: &DFSchema,
+        side: &str,
+    ) -> Result<(DataStream, Vec<String>, usize), SqlError> {
+        let columns: Option<Vec<String>> = keys
+            .iter()
+            .map(|k| match unalias(k) {
+                Expr::Column(c) => schema
+                    .index_of_column(c)
+                    .ok()
+                    .map(|i| input.schema().field(i).name().clone()),
+                _ => None,
+            })
+            .collect();
+        if let Some(names) = columns {
+            return Ok((input.clone(), names, 0));
+        }
+        let width = input.schema().fields().len();
+        let mut exprs: Vec<Expr> = (0..width)
+            .map(|i| Expr::Column(datafusion_common::Column::from(schema.qualified_field(i))))
+            .collect();
+        let mut fields: Vec<Field> = input
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut names = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let name = format!("__{side}_key{i}");
+            let data_type = k
+                .get_type(schema)
+                .map_err(|x| self.err(format!("{k}: {}", x.strip_backtrace())))?;
+            fields.push(Field::new(&name, data_type, true));
+            exprs.push(k.clone());
+            names.push(name);
+        }
+        let out = Arc::new(Schema::new(fields));
+        let s = self.project(input, &exprs, schema, &out, &format!("{side} join keys"))?;
+        Ok((s, names, keys.len()))
     }
 
     /// `exprs` over `input` (whose plan schema is `schema`), as a stream of `out`.
@@ -493,6 +693,11 @@ impl Compiler<'_> {
             });
             aggs.push(agg);
         }
+        if aggs.is_empty() {
+            // `GROUP BY` alone (distinct rows per window): the window operator needs an aggregate;
+            // a count it is, left out of the result (`finish` has no entry for it).
+            aggs.push(Agg::count("__rows"));
+        }
         let key_count = keys.len();
         let mut fields: Vec<Field> = Vec::new();
         let mut physical = Vec::new();
@@ -647,6 +852,10 @@ fn unscaled_values(column: &ArrayRef) -> crate::error::Result<arrow::array::Int6
         .collect()
 }
 
+fn str_refs(names: &[String]) -> Vec<&str> {
+    names.iter().map(String::as_str).collect()
+}
+
 fn unalias(e: &Expr) -> &Expr {
     match e {
         Expr::Alias(a) => unalias(&a.expr),
@@ -675,4 +884,42 @@ fn watermark_bound(
             "the watermark must be {column} or {column} - INTERVAL '…' unit"
         )),
     }
+}
+
+/// `SET 'table.exec.state.ttl' = '…'`: Flink's duration syntax, a number with an optional unit
+/// (`ms`, `s`, `min`, `h`, `d`, or their long names; milliseconds without one). `0` is no TTL.
+fn state_ttl(script: &PlannedScript) -> Result<Option<Duration>, SqlError> {
+    let Some((_, value)) = script
+        .settings
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "table.exec.state.ttl")
+    else {
+        return Ok(None);
+    };
+    let ms = parse_duration_ms(value).ok_or_else(|| {
+        SqlError::at(
+            Location::empty(),
+            format!("table.exec.state.ttl: '{value}' is not a duration (like '1 h' or '500 ms')"),
+        )
+    })?;
+    Ok((ms > 0).then(|| Duration::from_millis(ms)))
+}
+
+fn parse_duration_ms(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let number: u64 = text[..digits].parse().ok()?;
+    let unit = text[digits..].trim().to_ascii_lowercase();
+    let scale = match unit.as_str() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
+        _ => return None,
+    };
+    number.checked_mul(scale)
 }

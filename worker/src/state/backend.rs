@@ -140,6 +140,15 @@ impl KeyedStateBackend for Backend {
     ) -> Result<Vec<T>> {
         dispatch!(self, b => b.list_get(state, key, ns))
     }
+    fn with_list<T: StateValue, R>(
+        &self,
+        state: &ListState<T>,
+        key: &[u8],
+        ns: &Namespace,
+        f: impl FnOnce(&[T]) -> R,
+    ) -> Result<R> {
+        dispatch!(self, b => b.with_list(state, key, ns, f))
+    }
     fn list_put<T: StateValue>(
         &mut self,
         state: &ListState<T>,

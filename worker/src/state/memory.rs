@@ -302,6 +302,18 @@ impl KeyedStateBackend for MemoryStateBackend {
             .unwrap_or_default())
     }
 
+    fn with_list<T: StateValue, R>(
+        &self,
+        state: &ListState<T>,
+        key: &[u8],
+        ns: &Namespace,
+        f: impl FnOnce(&[T]) -> R,
+    ) -> Result<R> {
+        Ok(f(self
+            .lookup::<Vec<T>>(state.id, key, ns)?
+            .map_or(&[][..], Vec::as_slice)))
+    }
+
     fn list_put<T: StateValue>(
         &mut self,
         state: &ListState<T>,

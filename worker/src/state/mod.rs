@@ -227,6 +227,17 @@ pub trait KeyedStateBackend: Send + 'static {
         key: &[u8],
         ns: &Namespace,
     ) -> Result<Vec<T>>;
+    /// Calls `f` with the list for `key` in `ns` (empty if none), without copying it where the
+    /// backend can.
+    fn with_list<T: StateValue, R>(
+        &self,
+        state: &ListState<T>,
+        key: &[u8],
+        ns: &Namespace,
+        f: impl FnOnce(&[T]) -> R,
+    ) -> Result<R> {
+        Ok(f(&self.list_get(state, key, ns)?))
+    }
     /// Replaces the list for `key` in `ns`; an empty list clears it.
     fn list_put<T: StateValue>(
         &mut self,
