@@ -9,10 +9,10 @@
 #       apache-flink-libraries wheel on PyPI, which ships flink-dist with the
 #       MiniCluster, DataStream API, flink-connector-datagen and the RocksDB
 #       state backend incl. its native library)
-#   ~/.cache/strom-testbed/flink-jobs/<hash>/classes/    compiled jobs
+#   ~/.cache/strom-testbed/flink-jobs/<hash>/classes/    compiled jobs + resources/
 #   ~/.cache/strom-testbed/flink-jobs/<hash>/classpath   one line, ':'-joined
-# <hash> covers every *.java under src/ (paths and contents), this script, the
-# Flink version and the javac version, so any change recompiles and an
+# <hash> covers every *.java under src/ and every file under resources/ (paths and
+# contents), this script, the Flink version and the javac version, so any change recompiles and an
 # unchanged tree is reused (a warm run takes well under a second).
 #
 # Idempotent and safe on a fresh machine: everything is built in a temporary
@@ -23,6 +23,8 @@ set -euo pipefail
 FLINK_VERSION=2.3.0
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SRC_DIR="$HERE/src"
+# Copied as they are into the classes dir (e.g. META-INF/services registering table factories).
+RES_DIR="$HERE/resources"
 CACHE_ROOT="${STROM_TESTBED_CACHE:-$HOME/.cache/strom-testbed}"
 FLINK_HOME_DIR="$CACHE_ROOT/flink-$FLINK_VERSION"
 FLINK_LIB="$FLINK_HOME_DIR/lib"
@@ -129,6 +131,10 @@ for j in "${CP_JARS[@]}"; do FLINK_CP="${FLINK_CP:+$FLINK_CP:}$FLINK_LIB/$j"; do
 [ -d "$SRC_DIR" ] || die "no sources directory $SRC_DIR."
 mapfile -t SOURCES < <(cd "$SRC_DIR" && find . -name '*.java' -type f | LC_ALL=C sort)
 [ "${#SOURCES[@]}" -gt 0 ] || die "no *.java files under $SRC_DIR."
+RESOURCES=()
+if [ -d "$RES_DIR" ]; then
+  mapfile -t RESOURCES < <(cd "$RES_DIR" && find . -type f | LC_ALL=C sort)
+fi
 
 HASH="$(
   {
@@ -136,6 +142,7 @@ HASH="$(
     javac -version 2>&1
     sha256sum "$HERE/setup.sh" | cut -d' ' -f1
     (cd "$SRC_DIR" && sha256sum "${SOURCES[@]}")
+    if [ "${#RESOURCES[@]}" -gt 0 ]; then (cd "$RES_DIR" && sha256sum "${RESOURCES[@]}"); fi
   } | sha256sum | cut -c1-16
 )"
 OUT="$JOBS_ROOT/$HASH"
@@ -148,6 +155,10 @@ if [ ! -f "$OUT/.complete" ]; then
   (cd "$SRC_DIR" && javac --release 17 -nowarn -encoding UTF-8 -Xlint:-options \
       -cp "$FLINK_CP" -d "$TMPC/classes" "${SOURCES[@]}") >&2 \
     || die "javac failed (see errors above)."
+  if [ "${#RESOURCES[@]}" -gt 0 ]; then
+    (cd "$RES_DIR" && cp --parents "${RESOURCES[@]}" "$TMPC/classes/") \
+      || die "copying resources from $RES_DIR failed."
+  fi
   # Logging: WARN and above to stderr (stdout is reserved for the JSON result).
   # Override with -Dstrom.log.level=INFO (run.sh: STROM_FLINK_LOG_LEVEL=INFO).
   cat > "$TMPC/classes/log4j2.properties" <<'EOF'
