@@ -21,6 +21,8 @@ const QUERIES: &[&str] = &[
     "q3",
     "q7",
     "q8",
+    "q5",
+    "q11",
 ];
 const EVENTS: u64 = 60_000;
 /// Events per event-time second: a minute of event time.

@@ -102,6 +102,25 @@ enum Planned {
     Stream(DataStream),
     /// A windowing TVF not yet aggregated: its input, and the windows.
     Windows(DataStream, WindowTvf),
+    /// The result of a window aggregation, whose windows are still known: a `GROUP BY` of its
+    /// `window_start` and `window_end` is a window aggregation again (Flink's cascading window
+    /// aggregation).
+    Windowed(DataStream, WindowCols),
+}
+
+/// The window columns of a window aggregation's result, and the slide of its windows.
+#[derive(Debug, Clone, Copy)]
+struct WindowCols {
+    start: usize,
+    end: usize,
+    slide: i64,
+}
+
+/// What a window aggregation aggregates: a windowing TVF, or an earlier window aggregation's
+/// windows.
+enum WindowSource<'w> {
+    Tvf(&'w WindowTvf),
+    Cascade(WindowCols),
 }
 
 struct Compiler<'a> {
@@ -172,7 +191,7 @@ impl Compiler<'_> {
     /// A plan node that must be a plain stream.
     fn stream(&self, plan: &LogicalPlan) -> Result<DataStream, SqlError> {
         match self.plan(plan)? {
-            Planned::Stream(s) => Ok(s),
+            Planned::Stream(s) | Planned::Windowed(s, _) => Ok(s),
             Planned::Windows(_, w) => Err(SqlError::at(
                 w.at,
                 "a windowing TVF is taken only by GROUP BY window_start, window_end (window \
@@ -193,7 +212,7 @@ impl Compiler<'_> {
                     Planned::Stream(self.relation(name)?)
                 };
                 match (&scan.projection, planned) {
-                    (Some(columns), Planned::Stream(s)) => {
+                    (Some(columns), Planned::Stream(s) | Planned::Windowed(s, _)) => {
                         let names: Vec<String> = columns
                             .iter()
                             .map(|&i| s.schema().field(i).name().clone())
@@ -209,14 +228,47 @@ impl Compiler<'_> {
                 }
             }
             LogicalPlan::Projection(p) => {
-                let input = self.stream(&p.input)?;
-                Ok(Planned::Stream(self.project(
+                let planned = self.plan(&p.input)?;
+                let windows = match &planned {
+                    Planned::Windowed(_, w) => Some(*w),
+                    _ => None,
+                };
+                let input = match planned {
+                    Planned::Stream(s) | Planned::Windowed(s, _) => s,
+                    Planned::Windows(_, w) => {
+                        return Err(SqlError::at(
+                            w.at,
+                            "a windowing TVF is taken only by GROUP BY window_start, window_end \
+                             (window aggregation) for now",
+                        ));
+                    }
+                };
+                let projected = self.project(
                     &input,
                     &p.expr,
                     p.input.schema(),
                     &stream_schema(&p.schema),
                     "project",
-                )?))
+                )?;
+                // The windows stay known while both their columns are projected as they are.
+                let position = |column: usize| {
+                    p.expr.iter().position(|e| {
+                        matches!(unalias(e), Expr::Column(c) if p.input.schema().index_of_column(c).ok() == Some(column))
+                    })
+                };
+                Ok(
+                    match windows.and_then(|w| Some((w, position(w.start)?, position(w.end)?))) {
+                        Some((w, start, end)) => Planned::Windowed(
+                            projected,
+                            WindowCols {
+                                start,
+                                end,
+                                slide: w.slide,
+                            },
+                        ),
+                        None => Planned::Stream(projected),
+                    },
+                )
             }
             LogicalPlan::Join(j) => Ok(Planned::Stream(self.join(j, None)?)),
             LogicalPlan::Filter(f) if matches!(f.input.as_ref(), LogicalPlan::Join(_)) => {
@@ -242,6 +294,7 @@ impl Compiler<'_> {
                 };
                 match self.plan(&f.input)? {
                     Planned::Stream(s) => Ok(Planned::Stream(apply(&s))),
+                    Planned::Windowed(s, w) => Ok(Planned::Windowed(apply(&s), w)),
                     Planned::Windows(s, w) => {
                         // Window columns come last: a predicate over the input's alone runs
                         // before the windows.
@@ -264,7 +317,23 @@ impl Compiler<'_> {
                 }
             }
             LogicalPlan::Aggregate(a) => match self.plan(&a.input)? {
-                Planned::Windows(s, w) => Ok(Planned::Stream(self.window_aggregate(&s, &w, a)?)),
+                Planned::Windows(s, w) => self.window_aggregate(&s, WindowSource::Tvf(&w), a),
+                Planned::Windowed(s, w) => {
+                    let grouped = |column: usize| {
+                        a.group_expr.iter().any(|g| {
+                            matches!(unalias(g), Expr::Column(c) if a.input.schema().index_of_column(c).ok() == Some(column))
+                        })
+                    };
+                    if grouped(w.start) && grouped(w.end) {
+                        self.window_aggregate(&s, WindowSource::Cascade(w), a)
+                    } else {
+                        Err(self.err(
+                            "GROUP BY over a window aggregation's result without its \
+                             window_start and window_end (a continuously updating result) is \
+                             not supported yet",
+                        ))
+                    }
+                }
                 Planned::Stream(_) => Err(self.err(
                     "GROUP BY without a windowing TVF (a continuously updating result) is not \
                      supported yet",
@@ -561,39 +630,72 @@ impl Compiler<'_> {
         Ok(s)
     }
 
-    /// `GROUP BY [keys,] window_start, window_end` over a TUMBLE or HOP: a keyed window operator.
+    /// `GROUP BY [keys,] window_start, window_end` over a TUMBLE, HOP or SESSION, or over an
+    /// earlier window aggregation's windows: a keyed window operator.
     fn window_aggregate(
         &self,
         input: &DataStream,
-        w: &WindowTvf,
+        source: WindowSource<'_>,
         a: &datafusion_expr::logical_plan::Aggregate,
-    ) -> Result<DataStream, SqlError> {
-        let err = |m: String| SqlError::at(w.at, m);
-        let time = input.time_column().map(str::to_owned);
-        if time.as_deref() != Some(w.time_column.as_str()) {
-            return Err(err(format!(
-                "DESCRIPTOR({}) is not a time attribute of {}: declare WATERMARK FOR {} on the \
-                 table{}",
-                w.time_column,
-                w.input,
-                w.time_column,
-                time.map_or(String::new(), |t| format!(" (its time attribute is {t})"))
-            )));
-        }
-        let assigner = match w.kind {
-            WindowKind::Tumble { size } => {
-                WindowAssigner::tumbling(Duration::from_millis(size as u64))
-            }
-            WindowKind::Hop { slide, size } => WindowAssigner::sliding(
-                Duration::from_millis(size as u64),
-                Duration::from_millis(slide as u64),
-            ),
-            WindowKind::Cumulate { .. } => {
-                return Err(err("CUMULATE windows are not supported yet".into()));
-            }
+    ) -> Result<Planned, SqlError> {
+        let at = match &source {
+            WindowSource::Tvf(w) => w.at,
+            WindowSource::Cascade(_) => self.at,
         };
+        let err = |m: String| SqlError::at(at, m);
         let schema = a.input.schema();
         let inputs = input.schema().fields().len();
+        let column_index = |e: &Expr| match unalias(e) {
+            Expr::Column(c) => schema.index_of_column(c).ok(),
+            _ => None,
+        };
+        // The time the windows are over: a TVF's time attribute, or the earlier windows' ends
+        // (their last millisecond).
+        let time = match &source {
+            WindowSource::Tvf(w) => {
+                let time = input.time_column().map(str::to_owned);
+                if time.as_deref() != Some(w.time_column.as_str()) {
+                    return Err(err(format!(
+                        "DESCRIPTOR({}) is not a time attribute of {}: declare WATERMARK FOR {} on \
+                         the table{}",
+                        w.time_column,
+                        w.input,
+                        w.time_column,
+                        time.map_or(String::new(), |t| format!(" (its time attribute is {t})"))
+                    )));
+                }
+                TimeAttr {
+                    column: w.time_column.clone(),
+                    offset: 0,
+                }
+            }
+            WindowSource::Cascade(_) => input.time.clone().ok_or_else(|| {
+                err("the windows of the aggregated window aggregation lost their time".into())
+            })?,
+        };
+        let assigner = match &source {
+            WindowSource::Tvf(w) => match w.kind {
+                WindowKind::Tumble { size } => {
+                    WindowAssigner::tumbling(Duration::from_millis(size as u64))
+                }
+                WindowKind::Hop { slide, size } => WindowAssigner::sliding(
+                    Duration::from_millis(size as u64),
+                    Duration::from_millis(slide as u64),
+                ),
+                WindowKind::Session { gap } => {
+                    WindowAssigner::session(Duration::from_millis(gap as u64))
+                }
+                WindowKind::Cumulate { .. } => {
+                    return Err(err("CUMULATE windows are not supported yet".into()));
+                }
+            },
+            // Each earlier window ends on a multiple of its slide: the tumbling window of one
+            // slide that holds its last millisecond fires when the watermark passes it, and the
+            // window's own start and end are keys.
+            WindowSource::Cascade(w) => {
+                WindowAssigner::tumbling(Duration::from_millis(w.slide as u64))
+            }
+        };
         // What each GROUP BY expression is: a key, or one of the window columns.
         enum Group {
             Key(usize),
@@ -602,13 +704,11 @@ impl Compiler<'_> {
         let mut keys: Vec<Expr> = Vec::new();
         let mut groups = Vec::new();
         for g in &a.group_expr {
-            let window_column = match unalias(g) {
-                Expr::Column(c) => schema
-                    .index_of_column(c)
-                    .ok()
-                    .filter(|&i| i >= inputs)
-                    .map(|i| i - inputs),
-                _ => None,
+            let window_column = match &source {
+                WindowSource::Tvf(_) => {
+                    column_index(g).filter(|&i| i >= inputs).map(|i| i - inputs)
+                }
+                WindowSource::Cascade(_) => None,
             };
             match window_column {
                 Some(i) => groups.push(Group::Window(i)),
@@ -623,10 +723,41 @@ impl Compiler<'_> {
                 .iter()
                 .any(|g| matches!(g, Group::Window(j) if *j == i))
         };
-        if !(has(0) && has(1)) {
-            return Err(err(
-                "a window aggregation groups by window_start and window_end".into(),
-            ));
+        // Where the result's window_start and window_end are, among the GROUP BY expressions.
+        let window_position = |which: usize| match &source {
+            WindowSource::Tvf(_) => groups
+                .iter()
+                .position(|g| matches!(g, Group::Window(j) if *j == which)),
+            WindowSource::Cascade(w) => {
+                let column = if which == 0 { w.start } else { w.end };
+                a.group_expr
+                    .iter()
+                    .position(|g| column_index(g) == Some(column))
+            }
+        };
+        if let WindowSource::Tvf(w) = &source {
+            if !(has(0) && has(1)) {
+                return Err(err(
+                    "a window aggregation groups by window_start and window_end".into(),
+                ));
+            }
+            if let WindowKind::Session { .. } = w.kind {
+                // Sessions are per partition: the keys are the PARTITION BY columns.
+                let mut key_columns: Vec<String> = keys
+                    .iter()
+                    .filter_map(|k| column_index(k).map(|i| schema.field(i).name().clone()))
+                    .collect();
+                key_columns.sort();
+                let mut partition = w.partition.clone();
+                partition.sort();
+                if key_columns.len() != keys.len() || key_columns != partition {
+                    return Err(err(format!(
+                        "a SESSION window aggregation groups by its PARTITION BY columns ({}) \
+                         and the window columns, and by nothing else",
+                        w.partition.join(", ")
+                    )));
+                }
+            }
         }
         if keys.is_empty() {
             keys.push(Expr::Literal(ScalarValue::Int32(Some(0)), None));
@@ -725,7 +856,7 @@ impl Compiler<'_> {
         // after them), so they evaluate on the input's batches.
         let time_index = input
             .schema()
-            .index_of(&w.time_column)
+            .index_of(&time.column)
             .map_err(|x| err(x.to_string()))?;
         fields.push(input.schema().field(time_index).as_ref().clone());
         let pre_schema = Arc::new(Schema::new(fields));
@@ -740,10 +871,7 @@ impl Compiler<'_> {
             out.push(batch.column(time_index).clone());
             Ok(RecordBatch::try_new(target.clone(), out)?)
         });
-        pre.time = Some(TimeAttr {
-            column: w.time_column.clone(),
-            offset: 0,
-        });
+        pre.time = Some(time);
         let key_names: Vec<String> = (0..key_count).map(|i| format!("__key{i}")).collect();
         let key_refs: Vec<&str> = key_names.iter().map(String::as_str).collect();
         let windowed = pre.key_by(&key_refs).window(assigner).aggregate(&aggs);
@@ -751,6 +879,7 @@ impl Compiler<'_> {
         let out = stream_schema(&a.schema);
         let target = out.clone();
         let window_start = key_count;
+        let (start, end) = (window_position(0), window_position(1));
         let mut result = windowed.map_batches("window result", out.clone(), move |batch| {
             let mut columns: Vec<ArrayRef> = Vec::with_capacity(target.fields().len());
             for g in &groups {
@@ -809,18 +938,25 @@ impl Compiler<'_> {
             Ok(RecordBatch::try_new(target.clone(), columns)?)
         });
         // Results carry the window's last millisecond as their event time.
-        result.time = a
-            .group_expr
-            .iter()
-            .zip(out.fields())
-            .find(|(g, _)| {
-                matches!(unalias(g), Expr::Column(c) if schema.index_of_column(c).ok() == Some(inputs + 1))
-            })
-            .map(|(_, f)| TimeAttr {
-                column: f.name().clone(),
-                offset: -1,
-            });
-        Ok(result)
+        result.time = end.map(|i| TimeAttr {
+            column: out.field(i).name().clone(),
+            offset: -1,
+        });
+        let slide = match &source {
+            WindowSource::Tvf(w) => match w.kind {
+                WindowKind::Tumble { size } => Some(size),
+                WindowKind::Hop { slide, .. } => Some(slide),
+                // Session windows end anywhere: no cascading over them.
+                WindowKind::Session { .. } | WindowKind::Cumulate { .. } => None,
+            },
+            WindowSource::Cascade(w) => Some(w.slide),
+        };
+        Ok(match (start, end, slide) {
+            (Some(start), Some(end), Some(slide)) => {
+                Planned::Windowed(result, WindowCols { start, end, slide })
+            }
+            _ => Planned::Stream(result),
+        })
     }
 }
 

@@ -27,6 +27,8 @@ pub enum WindowKind {
     Hop { slide: i64, size: i64 },
     /// Windows of `size` ms, fired every `step` ms with what they hold so far.
     Cumulate { step: i64, size: i64 },
+    /// Sessions of a partition: records less than `gap` ms apart are in one window.
+    Session { gap: i64 },
 }
 
 /// One windowing TVF of a query.
@@ -37,6 +39,8 @@ pub struct WindowTvf {
     pub input: String,
     /// The time attribute the windows are over (`DESCRIPTOR(col)`).
     pub time_column: String,
+    /// `PARTITION BY` columns (session windows): each partition has sessions of its own.
+    pub partition: Vec<String>,
     pub at: Location,
 }
 
@@ -65,11 +69,63 @@ pub fn drop_table_keyword_in_arguments(tokens: Vec<TokenWithSpan>) -> Vec<TokenW
             drop[w[1]] = true;
         }
     }
-    tokens
+    let tokens: Vec<TokenWithSpan> = tokens
         .into_iter()
         .zip(drop)
         .filter_map(|(t, d)| (!d).then_some(t))
-        .collect()
+        .collect();
+    rewrite_partition_by(tokens)
+}
+
+/// `SESSION(TABLE bid PARTITION BY bidder, ...)` or `PARTITION BY (a, b)`: sqlparser cannot read
+/// the clause inside a function's arguments either, so it becomes a named argument of its own,
+/// `bid, PARTITION => DESCRIPTOR(bidder), ...` (after [`drop_table_keyword_in_arguments`] dropped
+/// `TABLE`).
+fn rewrite_partition_by(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let is_word = |t: &TokenWithSpan, w: &str| matches!(&t.token, Token::Word(word) if word.value.eq_ignore_ascii_case(w) && word.quote_style.is_none());
+    let next_solid = |from: usize| {
+        (from..tokens.len()).find(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
+    };
+    let mut out = Vec::with_capacity(tokens.len() + 4);
+    let mut i = 0;
+    while i < tokens.len() {
+        let by = next_solid(i + 1);
+        let after = by.and_then(|b| next_solid(b + 1));
+        let inside_arguments = out
+            .iter()
+            .rev()
+            .find(|t: &&TokenWithSpan| !matches!(t.token, Token::Whitespace(_)))
+            .is_some_and(|t| matches!(t.token, Token::Word(_)));
+        match (by, after) {
+            (Some(b), Some(a))
+                if is_word(&tokens[i], "PARTITION")
+                    && is_word(&tokens[b], "BY")
+                    && inside_arguments
+                    && matches!(tokens[a].token, Token::Word(_) | Token::LParen) =>
+            {
+                let span = tokens[i].span;
+                let made = |token: Token| TokenWithSpan { token, span };
+                out.push(made(Token::Comma));
+                out.push(made(Token::make_word("PARTITION", None)));
+                out.push(made(Token::RArrow));
+                out.push(made(Token::make_word("DESCRIPTOR", None)));
+                if matches!(tokens[a].token, Token::LParen) {
+                    // `(a, b)`: taken as it is, parentheses included.
+                    i = a;
+                } else {
+                    out.push(made(Token::LParen));
+                    out.push(tokens[a].clone());
+                    out.push(made(Token::RParen));
+                    i = a + 1;
+                }
+            }
+            _ => {
+                out.push(tokens[i].clone());
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Replaces every windowing TVF in `query` by its table; returns the TVFs, numbered from `first`.
@@ -137,9 +193,6 @@ fn parse_call(
     at: Location,
 ) -> Result<WindowTvf, SqlError> {
     let err = |m: String| SqlError::at(at, format!("{function}: {m}"));
-    if function == "SESSION" {
-        return Err(err("session windows are not supported yet".into()));
-    }
     let FunctionArguments::List(list) = args else {
         return Err(err("needs arguments".into()));
     };
@@ -147,18 +200,25 @@ fn parse_call(
     let positional: &[&str] = match function {
         "TUMBLE" => &["DATA", "TIMECOL", "SIZE", "OFFSET"],
         "HOP" => &["DATA", "TIMECOL", "SLIDE", "SIZE", "OFFSET"],
+        "SESSION" => &["DATA", "TIMECOL", "GAP"],
         _ => &["DATA", "TIMECOL", "STEP", "SIZE", "OFFSET"],
     };
     let mut named: Vec<(String, &Expr)> = Vec::new();
-    for (i, arg) in list.args.iter().enumerate() {
+    let mut unnamed = 0;
+    for arg in &list.args {
         let (name, arg) = match arg {
-            FunctionArg::Unnamed(a) => (
-                positional
-                    .get(i)
-                    .ok_or_else(|| err(format!("takes at most {} arguments", positional.len())))?
-                    .to_string(),
-                a,
-            ),
+            FunctionArg::Unnamed(a) => {
+                unnamed += 1;
+                (
+                    positional
+                        .get(unnamed - 1)
+                        .ok_or_else(|| {
+                            err(format!("takes at most {} arguments", positional.len()))
+                        })?
+                        .to_string(),
+                    a,
+                )
+            }
             FunctionArg::Named { name, arg, .. } => (name.value.to_ascii_uppercase(), arg),
             FunctionArg::ExprNamed { name, arg, .. } => {
                 (name.to_string().to_ascii_uppercase(), arg)
@@ -167,7 +227,8 @@ fn parse_call(
         let FunctionArgExpr::Expr(e) = arg else {
             return Err(err(format!("argument {name} must be an expression")));
         };
-        if !positional.contains(&name.as_str()) {
+        let partition = function == "SESSION" && name == "PARTITION";
+        if !positional.contains(&name.as_str()) && !partition {
             return Err(err(format!("has no argument {name}")));
         }
         named.push((name, e));
@@ -184,24 +245,19 @@ fn parse_call(
         None => return Err(err("needs DATA (TABLE name)".into())),
     };
     let time_column = match get("TIMECOL") {
-        Some(Expr::Function(d))
-            if d.name.to_string().eq_ignore_ascii_case("DESCRIPTOR")
-                && matches!(&d.args, FunctionArguments::List(l) if l.args.len() == 1) =>
-        {
-            let FunctionArguments::List(l) = &d.args else {
-                return Err(err("DESCRIPTOR takes one column".into()));
-            };
-            match &l.args[0] {
-                FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(i))) => i.value.clone(),
-                other => return Err(err(format!("DESCRIPTOR takes a column, not {other}"))),
+        Some(e) => match descriptor_columns(e).as_deref() {
+            Some([column]) => column.clone(),
+            _ => {
+                return Err(err(format!("TIMECOL must be DESCRIPTOR(column), not {e}")));
             }
-        }
-        Some(other) => {
-            return Err(err(format!(
-                "TIMECOL must be DESCRIPTOR(column), not {other}"
-            )));
-        }
+        },
         None => return Err(err("needs TIMECOL (DESCRIPTOR(column))".into())),
+    };
+    let partition = match get("PARTITION") {
+        Some(e) => descriptor_columns(e)
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| err(format!("PARTITION BY takes columns, not {e}")))?,
+        None => Vec::new(),
     };
     let interval = |name: &str| -> Result<i64, SqlError> {
         let e = get(name).ok_or_else(|| err(format!("needs {name}")))?;
@@ -219,6 +275,9 @@ fn parse_call(
     let kind = match function {
         "TUMBLE" => WindowKind::Tumble {
             size: interval("SIZE")?,
+        },
+        "SESSION" => WindowKind::Session {
+            gap: interval("GAP")?,
         },
         "HOP" => {
             let (slide, size) = (interval("SLIDE")?, interval("SIZE")?);
@@ -243,8 +302,31 @@ fn parse_call(
         kind,
         input,
         time_column,
+        partition,
         at,
     })
+}
+
+/// The columns of `DESCRIPTOR(a, b)`, or `None` if `e` is not one.
+fn descriptor_columns(e: &Expr) -> Option<Vec<String>> {
+    let Expr::Function(d) = e else {
+        return None;
+    };
+    if !d.name.to_string().eq_ignore_ascii_case("DESCRIPTOR") {
+        return None;
+    }
+    let FunctionArguments::List(l) = &d.args else {
+        return None;
+    };
+    l.args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(i))) => {
+                Some(i.value.clone())
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// `INTERVAL '10' SECOND` (also `MINUTE`, `HOUR`, `DAY`, `MILLISECOND`; a fraction is allowed) in
