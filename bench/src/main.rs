@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod cluster;
+mod sql;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -51,6 +52,16 @@ pub(crate) struct Args {
     /// Checkpoint interval of the checkpoint modes.
     #[arg(long, default_value_t = 1000)]
     pub(crate) checkpoint_interval_ms: u64,
+    /// Queries of `--mode sql` (files in bench/sql/nexmark/).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "q0,q1,q2,q3,q5,q7,q8,q11"
+    )]
+    pub(crate) sql_queries: Vec<String>,
+    /// Events for the SQL q7 (a regular join that keeps every bid, on both engines).
+    #[arg(long, default_value_t = 2_000_000)]
+    pub(crate) sql_join_events: u64,
     /// The strom binary (default: next to this one).
     #[arg(long)]
     pub(crate) strom: Option<PathBuf>,
@@ -68,6 +79,8 @@ enum Mode {
     /// Each job on a JobManager and two TaskManager processes (the distributed runtime over
     /// loopback) against the embedded runtime and against Flink.
     Cluster,
+    /// The Nexmark queries as Flink SQL on Strom and on Flink SQL (--sql-queries).
+    Sql,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +144,7 @@ fn main() -> anyhow::Result<()> {
         Mode::CheckpointOverhead => return checkpoint_overhead(&args, &strom),
         Mode::Incremental => return incremental(&args, &strom),
         Mode::Cluster => return cluster::compare(&args, &strom, &flink),
+        Mode::Sql => return sql::compare(&args, &strom, &flink),
     }
     println!(
         "{:<15} {:>11} {:>14} {:>14} {:>7} {:>11} {:>11} {:>9}",

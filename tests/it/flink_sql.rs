@@ -271,3 +271,109 @@ fn nexmark_sql_queries_give_what_flink_gives_on_the_same_input() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Queries whose result updates (a GROUP BY without windows), by file name in
+/// `bench/sql/nexmark/`: both engines print their changelog, and the final states are compared.
+const UPDATING_QUERIES: &[&str] = &["q4"];
+
+/// The final state of a printed changelog (`+I[a, 1]`, `2> -U[a, 1]`): the rows inserted or
+/// updated to and not retracted since, normalized, as a multiset.
+fn final_state(stdout: &str) -> BTreeMap<Vec<String>, usize> {
+    let mut state: BTreeMap<Vec<String>, usize> = BTreeMap::new();
+    for line in stdout.lines() {
+        // A parallel print sink's prefix: `2> `.
+        let line = match line.split_once("> ") {
+            Some((n, rest)) if n.chars().all(|c| c.is_ascii_digit()) => rest,
+            _ => line,
+        };
+        let Some((kind, values)) = line
+            .get(..2)
+            .zip(line.get(2..))
+            .filter(|(k, v)| matches!(*k, "+I" | "-U" | "+U" | "-D") && v.starts_with('['))
+        else {
+            continue;
+        };
+        let values = values.trim_start_matches('[').trim_end_matches(']');
+        let row: Vec<String> = values.split(", ").map(normalize).collect();
+        if kind.starts_with('+') {
+            *state.entry(row).or_insert(0) += 1;
+        } else {
+            let count = state
+                .get_mut(&row)
+                .unwrap_or_else(|| panic!("{line} retracts a row that is not there"));
+            *count -= 1;
+            if *count == 0 {
+                state.remove(&row);
+            }
+        }
+    }
+    state
+}
+
+#[test]
+fn updating_nexmark_queries_end_in_the_state_flink_ends_in() {
+    let dir = std::env::temp_dir().join(format!("strom-flink-sql-updates-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("input");
+    super::sql::run(&substitute(
+        &read_query("generate"),
+        &[
+            ("INPUT", input.display().to_string()),
+            ("EVENTS", EVENTS.to_string()),
+            ("RATE", RATE.to_string()),
+        ],
+    ));
+    let mut failures = Vec::new();
+    for q in UPDATING_QUERIES {
+        let mut text = substitute(
+            &read_query("tables"),
+            &[("INPUT", input.display().to_string())],
+        );
+        text.push_str("\n\n");
+        text.push_str(&substitute(
+            &read_query(q),
+            &[("SINK", "'connector' = 'print'".to_owned())],
+        ));
+        let file = dir.join(format!("{q}.sql"));
+        std::fs::write(&file, &text).unwrap();
+        let strom = Command::new(strom_tests::processes::strom_binary())
+            .arg("sql")
+            .arg(&file)
+            .args(["--quiet", "--parallelism", "2"])
+            .output()
+            .unwrap();
+        assert!(
+            strom.status.success(),
+            "strom sql {q} failed:\n{}",
+            String::from_utf8_lossy(&strom.stderr)
+        );
+        let flink = Command::new("bash")
+            .arg(repo().join("bench/flink/run.sh"))
+            .arg("sql")
+            .arg(&file)
+            .args(["--parallelism", "2"])
+            .env("STROM_FLINK_HEAP", "2g")
+            .output()
+            .unwrap();
+        assert!(
+            flink.status.success(),
+            "Flink failed on {q}:\n{}",
+            String::from_utf8_lossy(&flink.stderr)
+        );
+        let s = final_state(&String::from_utf8_lossy(&strom.stdout));
+        let f = final_state(&String::from_utf8_lossy(&flink.stdout));
+        eprintln!(
+            "{q}: Flink ends with {} rows, Strom with {}",
+            f.values().sum::<usize>(),
+            s.values().sum::<usize>()
+        );
+        if f.is_empty() {
+            failures.push(format!("{q}: Flink printed no final state"));
+        } else if s != f {
+            failures.push(format!("{q}:\n{}", difference(&s, &f)));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

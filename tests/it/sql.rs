@@ -240,6 +240,99 @@ fn tumble_and_hop_window_aggregations_equal_brute_force() {
 }
 
 #[test]
+fn joins_sessions_and_cascaded_windows_equal_brute_force() {
+    let dir = tempdir("sql-joins");
+    let (pairs, sessions, busiest) = (dir.join("pairs"), dir.join("sessions"), dir.join("busiest"));
+    let script = format!(
+        "{}
+        CREATE TABLE pairs (auction BIGINT, bidder BIGINT, low BIGINT, high BIGINT)
+        WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+        CREATE TABLE sessions (bidder BIGINT, bids BIGINT, s TIMESTAMP(3), e TIMESTAMP(3))
+        WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+        CREATE TABLE busiest (window_start TIMESTAMP(3), top BIGINT)
+        WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+        INSERT INTO pairs
+        SELECT a.auction, a.bidder, a.price, b.price
+        FROM bid AS a, bid AS b
+        WHERE a.auction = b.auction AND b.bidder = a.bidder AND a.price < b.price;
+        INSERT INTO sessions
+        SELECT bidder, COUNT(*), window_start, window_end
+        FROM TABLE(SESSION(TABLE bid PARTITION BY bidder, DESCRIPTOR(date_time), INTERVAL '1' SECOND))
+        GROUP BY bidder, window_start, window_end;
+        INSERT INTO busiest
+        SELECT window_start, MAX(n)
+        FROM (
+            SELECT auction, COUNT(*) AS n, window_start, window_end
+            FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '2' SECOND))
+            GROUP BY auction, window_start, window_end
+        )
+        GROUP BY window_start, window_end;",
+        bid_table(),
+        pairs.display(),
+        sessions.display(),
+        busiest.display()
+    );
+    run(&script);
+    let rows = bid_rows();
+    // The self-join: every two bids of one bidder on one auction, the cheaper one first.
+    let mut by_pair: BTreeMap<(i64, i64), Vec<i64>> = BTreeMap::new();
+    for &(a, b, p, _) in &rows {
+        by_pair.entry((a, b)).or_default().push(p);
+    }
+    let mut expected = Vec::new();
+    for ((a, b), prices) in &by_pair {
+        for low in prices {
+            for high in prices.iter().filter(|h| *h > low) {
+                expected.push(format!("{a},{b},{low},{high}"));
+            }
+        }
+    }
+    assert!(!expected.is_empty());
+    assert_eq!(lines(&pairs), multiset(expected));
+    // Sessions: a bidder's bids at most 1 s after the previous one are one session, which ends
+    // 1 s after its last bid.
+    let mut times: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for &(_, b, _, t) in &rows {
+        times.entry(b).or_default().push(t);
+    }
+    let mut expected = Vec::new();
+    for (b, mut ts) in times {
+        ts.sort_unstable();
+        let (mut start, mut last, mut n) = (ts[0], ts[0], 0);
+        for t in ts {
+            if t > last + 1000 {
+                expected.push(format!(
+                    "{b},{n},{},{}",
+                    sql_time(start),
+                    sql_time(last + 1000)
+                ));
+                (start, n) = (t, 0);
+            }
+            last = t;
+            n += 1;
+        }
+        expected.push(format!(
+            "{b},{n},{},{}",
+            sql_time(start),
+            sql_time(last + 1000)
+        ));
+    }
+    assert_eq!(lines(&sessions), multiset(expected));
+    // The most bids an auction had in each 2 s window.
+    let mut counts: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+    for &(a, _, _, t) in &rows {
+        *counts.entry((t.div_euclid(2000) * 2000, a)).or_insert(0) += 1;
+    }
+    let mut top: BTreeMap<i64, i64> = BTreeMap::new();
+    for ((w, _), n) in counts {
+        let e = top.entry(w).or_insert(0);
+        *e = (*e).max(n);
+    }
+    let expected = multiset(top.into_iter().map(|(w, n)| format!("{},{n}", sql_time(w))));
+    assert_eq!(lines(&busiest), expected);
+}
+
+#[test]
 fn what_the_streaming_planner_cannot_take_is_an_error_at_its_line() {
     let cases = [
         (
@@ -254,9 +347,18 @@ fn what_the_streaming_planner_cannot_take_is_an_error_at_its_line() {
             "option 'rows' is not known",
         ),
         (
-            "CREATE TABLE t (auction BIGINT) WITH ('connector' = 'nexmark', 'table' = 'bid');\nSELECT auction, COUNT(*) FROM t GROUP BY auction",
+            "CREATE TABLE t (auction BIGINT) WITH ('connector' = 'nexmark', 'table' = 'bid');\n\
+             CREATE TABLE counts (auction BIGINT, n BIGINT) WITH ('connector' = 'filesystem', 'path' = '/nowhere', 'format' = 'csv');\n\
+             INSERT INTO counts SELECT auction, COUNT(*) FROM t GROUP BY auction",
             2,
-            "GROUP BY without a windowing TVF",
+            "takes only insertions",
+        ),
+        (
+            "CREATE TABLE t (auction BIGINT) WITH ('connector' = 'nexmark', 'table' = 'bid');\n\
+             CREATE TABLE a (auction BIGINT) WITH ('connector' = 'nexmark', 'table' = 'auction');\n\
+             SELECT * FROM t JOIN a ON t.auction > a.auction",
+            3,
+            "needs an equality",
         ),
     ];
     for (sql, line, says) in cases {

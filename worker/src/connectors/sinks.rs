@@ -132,6 +132,49 @@ impl SinkBuilder for PrintSink {
     }
 }
 
+/// Prints the first column of every record (text made by the caller, e.g. Flink SQL's
+/// `+I[a, 1]`) as a line to stdout, prefixed by the subtask (`2> ...`) when parallel.
+#[derive(Debug, Clone, Default)]
+pub struct LinePrintSink;
+
+struct PrintLines {
+    prefix: String,
+}
+
+impl Operator for PrintLines {
+    fn process(&mut self, _input: usize, batch: RecordBatch, _out: &mut Output) -> Result<()> {
+        let Some(lines) = batch
+            .columns()
+            .first()
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>())
+        else {
+            return Err(Error::user("a line sink takes a text column"));
+        };
+        let mut stdout = std::io::stdout().lock();
+        for line in lines.iter().flatten() {
+            writeln!(stdout, "{}{line}", self.prefix).map_err(|e| Error::io("printing", e))?;
+        }
+        Ok(())
+    }
+}
+
+impl SinkBuilder for LinePrintSink {
+    fn name(&self) -> String {
+        "print".into()
+    }
+
+    fn factory(self, _schema: &SchemaRef) -> Result<OperatorFactory> {
+        Ok(Arc::new(|info| {
+            let prefix = if info.parallelism > 1 {
+                format!("{}> ", info.index + 1)
+            } else {
+                String::new()
+            };
+            Ok(Box::new(PrintLines { prefix }) as Box<dyn Operator>)
+        }))
+    }
+}
+
 /// Drops every record (Flink's `DiscardingSink` / the `blackhole` connector); counts them.
 #[derive(Debug, Clone, Default)]
 pub struct DiscardSink {

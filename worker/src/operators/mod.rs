@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod basic;
+pub mod group_aggregate;
 pub mod join;
 pub mod process;
 pub mod regular_join;

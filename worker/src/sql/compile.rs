@@ -31,6 +31,7 @@ use super::tvf::{WindowKind, WindowTvf};
 use super::{Catalog, PlannedScript, connectors};
 use crate::error::Error;
 use crate::operators::aggregate::Agg;
+use crate::operators::group_aggregate::{GroupAgg, GroupAggKind, OP_COLUMN};
 use crate::operators::window::WindowAssigner;
 use crate::plan::TimeAttr;
 use crate::stream::{DataStream, StreamEnv};
@@ -47,19 +48,24 @@ pub fn compile(script: &PlannedScript, env: &StreamEnv) -> Result<(), SqlError> 
             props: ExecutionProps::new(),
             at: p.at,
         };
-        let stream = c.stream(&p.plan)?;
+        let (stream, changelog) = c.result(&p.plan)?;
         match &p.sink {
             Some(name) => {
                 let table = script
                     .catalog
                     .table(name)
                     .ok_or_else(|| SqlError::at(p.at, format!("no table named {name}")))?;
-                let target = connectors::physical_schema(table);
+                let mut target = connectors::physical_schema(table);
+                if changelog {
+                    let mut fields = target.fields().to_vec();
+                    fields.push(Arc::new(Field::new(OP_COLUMN, DataType::Int8, false)));
+                    target = Arc::new(Schema::new(fields));
+                }
                 let cast = target.clone();
                 let rows = stream.map_batches(&format!("to {name}"), target, move |batch| {
                     connectors::cast_to(&batch, &cast)
                 });
-                connectors::sink(&rows, table)?;
+                connectors::sink(&rows, table, changelog)?;
             }
             None => {
                 stream.sink(crate::connectors::sinks::PrintSink);
@@ -84,7 +90,9 @@ pub fn explain(script: &PlannedScript, config: &EngineConfig) -> Result<Vec<Stri
                 props: ExecutionProps::new(),
                 at: p.at,
             };
-            c.stream(&p.plan)?.sink(crate::connectors::sinks::PrintSink);
+            c.result(&p.plan)?
+                .0
+                .sink(crate::connectors::sinks::PrintSink);
             let failed = |e: Error| SqlError::at(p.at, e.to_string());
             let graph = env.build().map_err(failed)?;
             let tasks = crate::plan::physical::plan(&graph).map_err(failed)?;
@@ -106,6 +114,8 @@ enum Planned {
     /// `window_start` and `window_end` is a window aggregation again (Flink's cascading window
     /// aggregation).
     Windowed(DataStream, WindowCols),
+    /// An updating result (a changelog): the plan node's columns, then [`OP_COLUMN`].
+    Changelog(DataStream),
 }
 
 /// The window columns of a window aggregation's result, and the slide of its windows.
@@ -190,8 +200,25 @@ impl Compiler<'_> {
 
     /// A plan node that must be a plain stream.
     fn stream(&self, plan: &LogicalPlan) -> Result<DataStream, SqlError> {
+        self.planned_stream(self.plan(plan)?)
+    }
+
+    /// A query's result, and whether it is a changelog.
+    fn result(&self, plan: &LogicalPlan) -> Result<(DataStream, bool), SqlError> {
         match self.plan(plan)? {
+            Planned::Changelog(s) => Ok((s, true)),
+            planned => self.planned_stream(planned).map(|s| (s, false)),
+        }
+    }
+
+    fn planned_stream(&self, planned: Planned) -> Result<DataStream, SqlError> {
+        match planned {
             Planned::Stream(s) | Planned::Windowed(s, _) => Ok(s),
+            Planned::Changelog(_) => Err(self.err(
+                "an updating result (of a GROUP BY without windows) goes only through projections, \
+                 filters and group aggregations to a sink that takes updates (print, blackhole) \
+                 for now",
+            )),
             Planned::Windows(_, w) => Err(SqlError::at(
                 w.at,
                 "a windowing TVF is taken only by GROUP BY window_start, window_end (window \
@@ -224,6 +251,9 @@ impl Compiler<'_> {
                         w.at,
                         "a projected windowing TVF scan is not supported",
                     )),
+                    (Some(_), Planned::Changelog(_)) => {
+                        Err(self.err("a projected scan of an updating result"))
+                    }
                     (None, planned) => Ok(planned),
                 }
             }
@@ -235,6 +265,31 @@ impl Compiler<'_> {
                 };
                 let input = match planned {
                     Planned::Stream(s) | Planned::Windowed(s, _) => s,
+                    Planned::Changelog(s) => {
+                        // The row kind goes along: it is the last column, after every column the
+                        // expressions read.
+                        let mut fields = stream_schema(&p.schema).fields().to_vec();
+                        fields.push(Arc::new(Field::new(OP_COLUMN, DataType::Int8, false)));
+                        let out = Arc::new(Schema::new(fields));
+                        let exprs = p
+                            .expr
+                            .iter()
+                            .map(|e| self.physical(e, p.input.schema()))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        let target = out.clone();
+                        let values =
+                            Arc::new(Schema::new(out.fields()[..out.fields().len() - 1].to_vec()));
+                        return Ok(Planned::Changelog(s.map_batches(
+                            "project",
+                            out,
+                            move |batch| {
+                                let mut columns =
+                                    evaluate(&exprs, &batch, &values)?.columns().to_vec();
+                                columns.push(batch.column(batch.num_columns() - 1).clone());
+                                Ok(RecordBatch::try_new(target.clone(), columns)?)
+                            },
+                        )));
+                    }
                     Planned::Windows(_, w) => {
                         return Err(SqlError::at(
                             w.at,
@@ -295,6 +350,7 @@ impl Compiler<'_> {
                 match self.plan(&f.input)? {
                     Planned::Stream(s) => Ok(Planned::Stream(apply(&s))),
                     Planned::Windowed(s, w) => Ok(Planned::Windowed(apply(&s), w)),
+                    Planned::Changelog(s) => Ok(Planned::Changelog(apply(&s))),
                     Planned::Windows(s, w) => {
                         // Window columns come last: a predicate over the input's alone runs
                         // before the windows.
@@ -327,17 +383,11 @@ impl Compiler<'_> {
                     if grouped(w.start) && grouped(w.end) {
                         self.window_aggregate(&s, WindowSource::Cascade(w), a)
                     } else {
-                        Err(self.err(
-                            "GROUP BY over a window aggregation's result without its \
-                             window_start and window_end (a continuously updating result) is \
-                             not supported yet",
-                        ))
+                        self.group_aggregate(&s, false, a)
                     }
                 }
-                Planned::Stream(_) => Err(self.err(
-                    "GROUP BY without a windowing TVF (a continuously updating result) is not \
-                     supported yet",
-                )),
+                Planned::Stream(s) => self.group_aggregate(&s, false, a),
+                Planned::Changelog(s) => self.group_aggregate(&s, true, a),
             },
             LogicalPlan::Union(u) => {
                 let schema = stream_schema(&u.schema);
@@ -908,20 +958,7 @@ impl Compiler<'_> {
                             arrow::compute::kernels::arity::unary(mean, f64::trunc);
                         Arc::new(whole) as ArrayRef
                     }
-                    Finish::Unscaled => {
-                        let DataType::Decimal128(precision, scale) = field.data_type() else {
-                            return Err(Error::user(format!(
-                                "{} should be a DECIMAL, not {}",
-                                field.name(),
-                                field.data_type()
-                            )));
-                        };
-                        let values = arrow::compute::cast(column, &DataType::Int64)?;
-                        let values = values.as_primitive::<arrow::datatypes::Int64Type>();
-                        let decimals: arrow::array::Decimal128Array =
-                            arrow::compute::kernels::arity::unary(values, i128::from);
-                        Arc::new(decimals.with_precision_and_scale(*precision, *scale)?) as ArrayRef
-                    }
+                    Finish::Unscaled => from_unscaled(column, field)?,
                 });
             }
             let columns = columns
@@ -958,6 +995,215 @@ impl Compiler<'_> {
             _ => Planned::Stream(result),
         })
     }
+}
+
+impl Compiler<'_> {
+    /// `GROUP BY` without windows (Flink's group aggregation): a changelog of each key's
+    /// result. `changelog`: the input is one itself (its last column is [`OP_COLUMN`]).
+    fn group_aggregate(
+        &self,
+        input: &DataStream,
+        changelog: bool,
+        a: &datafusion_expr::logical_plan::Aggregate,
+    ) -> Result<Planned, SqlError> {
+        let err = |m: String| self.err(m);
+        let schema = a.input.schema();
+        let mut keys: Vec<Expr> = a.group_expr.clone();
+        let global = keys.is_empty();
+        if global {
+            keys.push(Expr::Literal(ScalarValue::Int32(Some(0)), None));
+        }
+        let mut pre_exprs = keys.clone();
+        // Per aggregate: how its argument is taken (unscaled decimal or not), its function, and
+        // whether it is computed in floating point.
+        let mut unscaled = vec![false; keys.len()];
+        let mut aggs = Vec::new();
+        let mut float = Vec::new();
+        let mut finish = Vec::new();
+        for e in &a.aggr_expr {
+            let Expr::AggregateFunction(AggregateFunction { func, params }) = unalias(e) else {
+                return Err(err(format!("{e} is not an aggregate function")));
+            };
+            if params.distinct || params.filter.is_some() || !params.order_by.is_empty() {
+                return Err(err(format!(
+                    "{e}: DISTINCT, FILTER and ORDER BY in aggregates are not supported yet"
+                )));
+            }
+            let name = func.name().to_ascii_lowercase();
+            let arg = params.args.first();
+            #[expect(deprecated, reason = "COUNT(*) still plans to a wildcard argument")]
+            let counts_rows = name == "count"
+                && match arg {
+                    None | Some(Expr::Wildcard { .. }) => true,
+                    Some(Expr::Literal(v, _)) => !v.is_null(),
+                    _ => false,
+                };
+            let kind = match name.as_str() {
+                "count" if counts_rows => GroupAggKind::CountRows,
+                "count" => GroupAggKind::Count,
+                "sum" => GroupAggKind::Sum,
+                "avg" => GroupAggKind::Avg,
+                "min" => GroupAggKind::Min,
+                "max" => GroupAggKind::Max,
+                _ => return Err(err(format!("aggregate {e} is not supported yet"))),
+            };
+            let arg_type = match arg {
+                Some(x) if !counts_rows => Some(
+                    x.get_type(schema)
+                        .map_err(|x| err(format!("{e}: {}", x.strip_backtrace())))?,
+                ),
+                _ => None,
+            };
+            let decimal = matches!(arg_type, Some(DataType::Decimal128(..)));
+            let is_float = matches!(
+                arg_type,
+                Some(DataType::Float16 | DataType::Float32 | DataType::Float64)
+            );
+            if let Some(t) = &arg_type
+                && !(t.is_integer() || decimal || is_float)
+                && kind != GroupAggKind::Count
+            {
+                return Err(err(format!("{e}: {name} of {t} is not supported yet")));
+            }
+            if decimal && kind == GroupAggKind::Avg {
+                return Err(err(format!("{e}: AVG of a DECIMAL is not supported yet")));
+            }
+            let input = match arg {
+                Some(x) if kind != GroupAggKind::CountRows => {
+                    pre_exprs.push(if kind == GroupAggKind::Count {
+                        // Only whether it is null counts: 1 where it is not, NULL where it is.
+                        datafusion_expr::when(
+                            x.clone().is_null(),
+                            Expr::Literal(ScalarValue::Int64(None), None),
+                        )
+                        .otherwise(Expr::Literal(ScalarValue::Int64(Some(1)), None))
+                        .map_err(|x| err(format!("{e}: {}", x.strip_backtrace())))?
+                    } else {
+                        x.clone()
+                    });
+                    unscaled.push(decimal && kind != GroupAggKind::Count);
+                    Some(pre_exprs.len() - 1)
+                }
+                _ => None,
+            };
+            aggs.push(GroupAgg { kind, input });
+            float.push(is_float && kind != GroupAggKind::Count);
+            finish.push(if decimal && kind != GroupAggKind::Count {
+                Finish::Unscaled
+            } else {
+                Finish::AsIs
+            });
+        }
+        // The operator's input: keys, arguments (Int64, or Float64), the row kind.
+        let key_count = keys.len();
+        let mut fields: Vec<Field> = Vec::new();
+        let mut physical = Vec::new();
+        let mut arg_types = Vec::new();
+        for (i, e) in pre_exprs.iter().enumerate() {
+            let data_type = e
+                .get_type(schema)
+                .map_err(|x| err(format!("{e}: {}", x.strip_backtrace())))?;
+            let name = if i < key_count {
+                format!("__key{i}")
+            } else {
+                format!("__arg{i}")
+            };
+            arg_types.push(if i < key_count {
+                data_type.clone()
+            } else if matches!(
+                data_type,
+                DataType::Float16 | DataType::Float32 | DataType::Float64
+            ) {
+                DataType::Float64
+            } else {
+                DataType::Int64
+            });
+            fields.push(Field::new(name, data_type, true));
+            physical.push(self.physical(e, schema)?);
+        }
+        let evaluated = Arc::new(Schema::new(fields.clone()));
+        for (f, t) in fields.iter_mut().zip(&arg_types) {
+            *f = Field::new(f.name(), t.clone(), true);
+        }
+        if changelog {
+            fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
+        }
+        let pre_schema = Arc::new(Schema::new(fields));
+        let target = pre_schema.clone();
+        let pre = input.map_batches("aggregate input", pre_schema.clone(), move |batch| {
+            let values = evaluate(&physical, &batch, &evaluated)?;
+            let mut out = Vec::with_capacity(target.fields().len());
+            for (i, (column, u)) in values.columns().iter().zip(&unscaled).enumerate() {
+                out.push(if *u {
+                    Arc::new(unscaled_values(column)?) as ArrayRef
+                } else if i >= key_count && column.data_type() != target.field(i).data_type() {
+                    arrow::compute::cast(column, target.field(i).data_type())?
+                } else {
+                    column.clone()
+                });
+            }
+            if changelog {
+                out.push(batch.column(batch.num_columns() - 1).clone());
+            }
+            Ok(RecordBatch::try_new(target.clone(), out)?)
+        });
+        let key_names: Vec<String> = (0..key_count).map(|i| format!("__key{i}")).collect();
+        let aggregated = pre.key_by(&str_refs(&key_names)).group_aggregate(
+            aggs,
+            &float,
+            changelog.then_some(pre_schema.fields().len() - 1),
+        );
+        // To the Aggregate's columns (the GROUP BY expressions, then the aggregates), then the
+        // row kind.
+        let mut out_fields = stream_schema(&a.schema).fields().to_vec();
+        out_fields.push(Arc::new(Field::new(OP_COLUMN, DataType::Int8, false)));
+        let out = Arc::new(Schema::new(out_fields));
+        let target = out.clone();
+        let skip = usize::from(global);
+        let result = aggregated.map_batches("aggregate result", out, move |batch| {
+            let mut columns: Vec<ArrayRef> = batch.columns()[skip..key_count].to_vec();
+            let results = batch.columns()[key_count..batch.num_columns() - 1].iter();
+            for ((column, how), field) in results
+                .zip(&finish)
+                .zip(&target.fields()[key_count - skip..])
+            {
+                columns.push(match how {
+                    Finish::Unscaled => from_unscaled(column, field)?,
+                    _ => column.clone(),
+                });
+            }
+            columns.push(batch.column(batch.num_columns() - 1).clone());
+            let columns = columns
+                .into_iter()
+                .zip(target.fields())
+                .map(|(c, f)| {
+                    if c.data_type() == f.data_type() {
+                        Ok(c)
+                    } else {
+                        arrow::compute::cast(&c, f.data_type())
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(RecordBatch::try_new(target.clone(), columns)?)
+        });
+        Ok(Planned::Changelog(result))
+    }
+}
+
+/// Unscaled decimal values (`Int64`) as the decimal `field` is.
+fn from_unscaled(column: &ArrayRef, field: &Field) -> crate::error::Result<ArrayRef> {
+    let DataType::Decimal128(precision, scale) = field.data_type() else {
+        return Err(Error::user(format!(
+            "{} should be a DECIMAL, not {}",
+            field.name(),
+            field.data_type()
+        )));
+    };
+    let values = arrow::compute::cast(column, &DataType::Int64)?;
+    let values = values.as_primitive::<arrow::datatypes::Int64Type>();
+    let decimals: arrow::array::Decimal128Array =
+        arrow::compute::kernels::arity::unary(values, i128::from);
+    Ok(Arc::new(decimals.with_precision_and_scale(*precision, *scale)?) as ArrayRef)
 }
 
 /// How a window aggregate's result column is finished.

@@ -22,8 +22,9 @@ use crate::connectors::datagen::{DatagenSource, FieldGen};
 use crate::connectors::file::{FileSink, FileSource};
 use crate::connectors::nexmark::{EventKind, NexmarkConfig};
 use crate::connectors::nexmark_source::NexmarkSource;
-use crate::connectors::sinks::{DiscardSink, PrintSink};
+use crate::connectors::sinks::{DiscardSink, LinePrintSink};
 use crate::error::Error;
+use crate::operators::group_aggregate::RowKind;
 use crate::stream::{DataStream, StreamEnv};
 
 use super::script::{SqlError, TableDef};
@@ -281,9 +282,18 @@ fn rows_among(kind: EventKind, events: u64) -> u64 {
 }
 
 /// Writes `stream` (of the table's physical columns) to the table's connector.
-pub fn sink(stream: &DataStream, table: &TableDef) -> Result<(), SqlError> {
+/// Writes `stream` (of the table's physical columns, then [`OP_COLUMN`] if `changelog`) to the
+/// table's connector. Only `print` and `blackhole` take a changelog, as in Flink.
+pub fn sink(stream: &DataStream, table: &TableDef, changelog: bool) -> Result<(), SqlError> {
     let mut o = Options::new(table);
     let connector = o.required("connector")?;
+    if changelog && !matches!(connector.as_str(), "print" | "blackhole") {
+        return Err(o.err(format!(
+            "the '{connector}' connector takes only insertions, and the query's result is \
+             updated (a GROUP BY without windows emits updates and deletions): write it to \
+             'print' or 'blackhole'"
+        )));
+    }
     match connector.as_str() {
         "filesystem" => {
             let path = o.required("path")?;
@@ -312,7 +322,13 @@ pub fn sink(stream: &DataStream, table: &TableDef) -> Result<(), SqlError> {
             as_text.sink(sink);
         }
         "print" => {
-            stream.sink(PrintSink);
+            let line = Arc::new(Schema::new(vec![Field::new("line", DataType::Utf8, false)]));
+            let target = line.clone();
+            stream
+                .map_batches("to text", line, move |batch| {
+                    print_lines(&batch, &target, changelog)
+                })
+                .sink(LinePrintSink);
         }
         "blackhole" => {
             stream.sink(DiscardSink::new());
@@ -324,6 +340,56 @@ pub fn sink(stream: &DataStream, table: &TableDef) -> Result<(), SqlError> {
         }
     }
     o.done()
+}
+
+/// Flink's print connector's lines: `+I[a, 1, 2023-11-14 22:13:20.5]`, the row kind (from the
+/// last column of a changelog, else `+I`) and the values (`null` for none).
+fn print_lines(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+    changelog: bool,
+) -> crate::error::Result<RecordBatch> {
+    let fields = batch.num_columns() - usize::from(changelog);
+    let text_schema = text_schema(&Arc::new(Schema::new(
+        batch.schema().fields()[..fields].to_vec(),
+    )));
+    let values = RecordBatch::try_new(text_schema.clone(), batch.columns()[..fields].to_vec())?;
+    let text = to_text(&values, &text_schema)?;
+    let options = arrow::util::display::FormatOptions::default().with_null("null");
+    let formatters = text
+        .columns()
+        .iter()
+        .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options))
+        .collect::<Result<Vec<_>, _>>()?;
+    let kinds = changelog.then(|| {
+        batch
+            .column(fields)
+            .as_primitive::<arrow::datatypes::Int8Type>()
+            .clone()
+    });
+    let mut lines = arrow::array::StringBuilder::new();
+    let mut line = String::new();
+    for row in 0..batch.num_rows() {
+        line.clear();
+        let kind = kinds
+            .as_ref()
+            .and_then(|k| RowKind::from_code(k.value(row)))
+            .unwrap_or(RowKind::Insert);
+        line.push_str(kind.short());
+        line.push('[');
+        for (i, f) in formatters.iter().enumerate() {
+            if i > 0 {
+                line.push_str(", ");
+            }
+            line.push_str(&f.value(row).to_string());
+        }
+        line.push(']');
+        lines.append_value(&line);
+    }
+    Ok(RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(lines.finish()) as ArrayRef],
+    )?)
 }
 
 /// Casts every column of `batch` to the type `schema` has at its position.

@@ -427,6 +427,36 @@ mod tests {
     }
 
     #[test]
+    fn session_windows_are_partitioned_by_one_column_or_a_list() {
+        for (sql, partition) in [
+            (
+                "SELECT * FROM TABLE(SESSION(TABLE bid PARTITION BY bidder, DESCRIPTOR(date_time), INTERVAL '10' SECOND))",
+                vec!["bidder"],
+            ),
+            (
+                "SELECT * FROM TABLE(SESSION(TABLE bid PARTITION BY (bidder, auction), DESCRIPTOR(date_time), INTERVAL '10' SECOND))",
+                vec!["bidder", "auction"],
+            ),
+            (
+                "SELECT * FROM TABLE(SESSION(DATA => TABLE bid PARTITION BY bidder, TIMECOL => DESCRIPTOR(date_time), GAP => INTERVAL '10' SECOND))",
+                vec!["bidder"],
+            ),
+            (
+                "SELECT * FROM TABLE(SESSION(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND))",
+                vec![],
+            ),
+        ] {
+            let mut q = query(sql);
+            let found = extract(&mut *q, 0).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            assert_eq!(found.len(), 1);
+            assert_eq!(found[0].kind, WindowKind::Session { gap: 10_000 }, "{sql}");
+            assert_eq!(found[0].input, "bid");
+            assert_eq!(found[0].time_column, "date_time");
+            assert_eq!(found[0].partition, partition, "{sql}");
+        }
+    }
+
+    #[test]
     fn bad_window_calls_say_what_is_wrong_where() {
         for (sql, says) in [
             (
@@ -446,8 +476,12 @@ mod tests {
                 "needs SIZE",
             ),
             (
-                "SELECT * FROM TABLE(SESSION(TABLE bid, DESCRIPTOR(t), INTERVAL '3' SECOND))",
-                "session",
+                "SELECT * FROM TABLE(SESSION(TABLE bid PARTITION BY k, DESCRIPTOR(t)))",
+                "needs GAP",
+            ),
+            (
+                "SELECT * FROM TABLE(SESSION(TABLE bid PARTITION BY k + 1, DESCRIPTOR(t), INTERVAL '1' SECOND))",
+                "PARTITION BY",
             ),
         ] {
             let mut q = query(sql);

@@ -1,0 +1,643 @@
+//! Flink SQL's group aggregation, `GROUP BY` without windows: one continuously updated result row
+//! per key, emitted as a changelog. The first result of a key is an insertion (`+I`), a changed
+//! result retracts the old row and adds the new one (`-U`, `+U`), and a key whose last row was
+//! retracted is deleted (`-D`) and forgotten. An unchanged result emits nothing.
+//!
+//! A changelog is carried in the batches as a last column, [`OP_COLUMN`] (`Int8`, a [`RowKind`]).
+//! The input may be a changelog itself (an updating result): `+I`/`+U` rows are added to their
+//! key's accumulators and `-U`/`-D` rows are retracted from them; COUNT, SUM and AVG subtract, and
+//! MIN and MAX keep the count of every value of the key (only the extreme one when the input is
+//! insert-only).
+//!
+//! Results are computed once per key per batch, after every row of the batch was applied, as
+//! Flink's mini-batch aggregation does: the changelog has fewer intermediate results than Flink's
+//! row-at-a-time one, and the same final state.
+//!
+//! Arguments arrive as `Int64` (integers, and decimals as unscaled values) or `Float64` columns;
+//! results are `Int64` or `Float64` (AVG of integers truncated towards zero, as in Flink), and
+//! the SQL planner casts them to the query's types.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, Int8Array};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+
+use super::join::JoinedRows;
+use crate::checkpoint::state::{RestoredState, StateWriter};
+use crate::error::{Error, Result};
+use crate::keys::{KeyRows, KeySpec};
+use crate::operator::{Operator, Output, SubtaskInfo};
+use crate::plan::{NodeKind, OperatorFactory, Partitioning};
+use crate::row::{self, Value};
+use crate::state::{KeyedStateBackend, Namespace, ValueState};
+use crate::stream::{DataStream, KeyedStream};
+
+/// The name of a changelog's row-kind column.
+pub const OP_COLUMN: &str = "__op";
+
+/// What a changelog row does, as Flink's `RowKind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i8)]
+pub enum RowKind {
+    Insert = 0,
+    UpdateBefore = 1,
+    UpdateAfter = 2,
+    Delete = 3,
+}
+
+impl RowKind {
+    /// The kind of the code `code` in an [`OP_COLUMN`].
+    pub fn from_code(code: i8) -> Option<Self> {
+        Some(match code {
+            0 => Self::Insert,
+            1 => Self::UpdateBefore,
+            2 => Self::UpdateAfter,
+            3 => Self::Delete,
+            _ => return None,
+        })
+    }
+
+    /// Flink's short notation: `+I`, `-U`, `+U`, `-D`.
+    pub fn short(self) -> &'static str {
+        match self {
+            Self::Insert => "+I",
+            Self::UpdateBefore => "-U",
+            Self::UpdateAfter => "+U",
+            Self::Delete => "-D",
+        }
+    }
+
+    /// Whether the row is taken away (`-U`, `-D`).
+    pub fn retracts(self) -> bool {
+        matches!(self, Self::UpdateBefore | Self::Delete)
+    }
+}
+
+/// An aggregate function of a group aggregation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupAggKind {
+    /// `COUNT(*)`: rows.
+    CountRows,
+    /// `COUNT(x)`: rows where the argument is not null.
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+}
+
+/// One aggregate: its function and its argument's column in the input (`Int64` or `Float64`).
+#[derive(Debug, Clone)]
+pub struct GroupAgg {
+    pub kind: GroupAggKind,
+    pub input: Option<usize>,
+}
+
+/// The complete description of one group aggregation.
+#[derive(Debug, Clone)]
+pub struct GroupAggregateSpec {
+    pub key: KeySpec,
+    pub aggs: Vec<GroupAgg>,
+    /// The input's [`OP_COLUMN`], if the input is a changelog.
+    pub op: Option<usize>,
+    /// The key columns, one column per aggregate (`Int64` or `Float64`), then [`OP_COLUMN`].
+    pub output: SchemaRef,
+}
+
+/// An `f64` as an `i64` that orders as the float does (for MIN and MAX of floats).
+fn ordered(f: f64) -> i64 {
+    let bits = f.to_bits() as i64;
+    if bits < 0 { bits ^ i64::MAX } else { bits }
+}
+
+fn unordered(o: i64) -> f64 {
+    let bits = if o < 0 { o ^ i64::MAX } else { o };
+    f64::from_bits(bits as u64)
+}
+
+/// One aggregate's accumulator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Acc {
+    /// Non-null values seen and their sum.
+    Int {
+        sum: i64,
+        n: i64,
+    },
+    Float {
+        sum: f64,
+        n: i64,
+    },
+    /// Each value (floats as [`ordered`]) and how many times it is there.
+    Values {
+        counts: BTreeMap<i64, i64>,
+        float: bool,
+    },
+}
+
+/// A key's state: its rows, and each aggregate's accumulator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Group {
+    rows: i64,
+    accs: Vec<Acc>,
+}
+
+/// An argument column.
+enum Arg<'a> {
+    None,
+    Int(&'a arrow::array::Int64Array),
+    Float(&'a arrow::array::Float64Array),
+}
+
+impl Arg<'_> {
+    /// The value at `row` as an integer or float bit pattern; `None` if null.
+    fn at(&self, row: usize) -> Option<Num> {
+        match self {
+            Arg::None => None,
+            Arg::Int(a) => a.is_valid(row).then(|| Num::Int(a.value(row))),
+            Arg::Float(a) => a.is_valid(row).then(|| Num::Float(a.value(row))),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+impl Group {
+    fn new(aggs: &[GroupAgg], float: &[bool]) -> Self {
+        Self {
+            rows: 0,
+            accs: aggs
+                .iter()
+                .zip(float)
+                .map(|(a, &float)| match a.kind {
+                    GroupAggKind::Min | GroupAggKind::Max => Acc::Values {
+                        counts: BTreeMap::new(),
+                        float,
+                    },
+                    _ if float => Acc::Float { sum: 0.0, n: 0 },
+                    _ => Acc::Int { sum: 0, n: 0 },
+                })
+                .collect(),
+        }
+    }
+
+    /// Adds (`sign` 1) or retracts (`sign` -1) one row.
+    fn apply(
+        &mut self,
+        aggs: &[GroupAgg],
+        args: &[Arg<'_>],
+        row: usize,
+        sign: i64,
+        keep_all: bool,
+    ) {
+        self.rows += sign;
+        for ((acc, agg), arg) in self.accs.iter_mut().zip(aggs).zip(args) {
+            let Some(v) = arg.at(row) else {
+                continue;
+            };
+            match (acc, v) {
+                (Acc::Int { sum, n }, Num::Int(v)) => {
+                    *sum = sum.wrapping_add(sign.wrapping_mul(v));
+                    *n += sign;
+                }
+                (Acc::Int { sum, n }, Num::Float(v)) => {
+                    *sum = sum.wrapping_add(sign.wrapping_mul(v as i64));
+                    *n += sign;
+                }
+                (Acc::Float { sum, n }, v) => {
+                    let v = match v {
+                        Num::Int(i) => i as f64,
+                        Num::Float(f) => f,
+                    };
+                    *sum += sign as f64 * v;
+                    *n += sign;
+                }
+                (Acc::Values { counts, .. }, v) => {
+                    let key = match v {
+                        Num::Int(i) => i,
+                        Num::Float(f) => ordered(f),
+                    };
+                    let count = counts.entry(key).or_insert(0);
+                    *count += sign;
+                    if *count <= 0 {
+                        counts.remove(&key);
+                    }
+                    if !keep_all {
+                        // Insert-only input: only the extreme value can ever be the result.
+                        let keep = match agg.kind {
+                            GroupAggKind::Min => counts.first_key_value().map(|(k, _)| *k),
+                            _ => counts.last_key_value().map(|(k, _)| *k),
+                        };
+                        counts.retain(|k, _| Some(*k) == keep);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The aggregates' results.
+    fn results(&self, aggs: &[GroupAgg]) -> Vec<Value> {
+        self.accs
+            .iter()
+            .zip(aggs)
+            .map(|(acc, agg)| match (agg.kind, acc) {
+                (GroupAggKind::CountRows, _) => Value::Int(self.rows),
+                (GroupAggKind::Count, Acc::Int { n, .. } | Acc::Float { n, .. }) => Value::Int(*n),
+                (_, Acc::Int { n: 0, .. } | Acc::Float { n: 0, .. }) => Value::Null,
+                (GroupAggKind::Sum, Acc::Int { sum, .. }) => Value::Int(*sum),
+                (GroupAggKind::Sum, Acc::Float { sum, .. }) => Value::Float(*sum),
+                (GroupAggKind::Avg, Acc::Int { sum, n }) => Value::Int(sum / n),
+                (GroupAggKind::Avg, Acc::Float { sum, n }) => Value::Float(sum / *n as f64),
+                (kind, Acc::Values { counts, float }) => {
+                    let extreme = if kind == GroupAggKind::Min {
+                        counts.first_key_value()
+                    } else {
+                        counts.last_key_value()
+                    };
+                    match extreme {
+                        None => Value::Null,
+                        Some((v, _)) if *float => Value::Float(unordered(*v)),
+                        Some((v, _)) => Value::Int(*v),
+                    }
+                }
+                _ => Value::Null,
+            })
+            .collect()
+    }
+}
+
+/// One subtask of a group aggregation.
+pub struct GroupAggregateOperator<S: KeyedStateBackend> {
+    info: SubtaskInfo,
+    spec: GroupAggregateSpec,
+    float: Vec<bool>,
+    result_types: Vec<DataType>,
+    state: S,
+    groups: ValueState<Group>,
+    keys: KeyRows,
+    out_rows: JoinedRows,
+    row_buf: Vec<u8>,
+}
+
+impl<S: KeyedStateBackend> GroupAggregateOperator<S> {
+    /// A subtask of `spec` keeping its accumulators in `state`.
+    pub fn new(info: SubtaskInfo, spec: GroupAggregateSpec, mut state: S) -> Result<Self> {
+        let keys = spec.key.indices.len();
+        let result_types: Vec<DataType> = spec.output.fields()[keys..keys + spec.aggs.len()]
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        let float = result_types
+            .iter()
+            .map(|t| *t == DataType::Float64)
+            .collect();
+        Ok(Self {
+            groups: state.value_state("group-aggregate"),
+            info,
+            spec,
+            float,
+            result_types,
+            state,
+            keys: KeyRows::default(),
+            out_rows: JoinedRows::default(),
+            row_buf: Vec::new(),
+        })
+    }
+
+    /// The keyed state, for inspection in tests.
+    pub fn state(&self) -> &S {
+        &self.state
+    }
+
+    /// Adds a result row of `kind` for the key encoded as `key_row`.
+    fn emit_row(&mut self, key_row: &[u8], results: &[Value], kind: RowKind) -> Result<()> {
+        self.row_buf.clear();
+        for (v, t) in results.iter().zip(&self.result_types) {
+            row::encode_owned(v, t, &mut self.row_buf)?;
+        }
+        row::encode_owned(&Value::Int(kind as i64), &DataType::Int8, &mut self.row_buf)?;
+        self.out_rows.push(key_row, &self.row_buf);
+        Ok(())
+    }
+}
+
+impl<S: KeyedStateBackend> Operator for GroupAggregateOperator<S> {
+    fn process(&mut self, _input: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.encode(&self.spec.key, &batch)?;
+        let args: Vec<Arg<'_>> = self
+            .spec
+            .aggs
+            .iter()
+            .map(|a| match a.input {
+                None => Ok(Arg::None),
+                Some(i) => {
+                    let c = batch.column(i);
+                    match c.data_type() {
+                        DataType::Int64 => Ok(Arg::Int(c.as_primitive::<Int64Type>())),
+                        DataType::Float64 => Ok(Arg::Float(c.as_primitive::<Float64Type>())),
+                        other => Err(self.info.fail(format!(
+                            "an aggregate's argument is {other}, not Int64 or Float64"
+                        ))),
+                    }
+                }
+            })
+            .collect::<Result<_>>()?;
+        let ops: Option<&Int8Array> = self
+            .spec
+            .op
+            .map(|i| batch.column(i).as_primitive::<arrow::datatypes::Int8Type>());
+        let key_columns: Vec<_> = self
+            .spec
+            .key
+            .indices
+            .iter()
+            .map(|&i| batch.column(i).clone())
+            .collect();
+        let keep_all = ops.is_some();
+        // The keys this batch touches, in order: their encoded key columns and result before.
+        let mut touched: Vec<(usize, Vec<u8>, Option<Vec<Value>>)> = Vec::new();
+        let mut seen: HashMap<&[u8], ()> = HashMap::new();
+        let global = Namespace::Global;
+        for row in 0..batch.num_rows() {
+            let key = keys.get(row);
+            if seen.insert(key, ()).is_none() {
+                let before = self.state.with_value(&self.groups, key, &global, |g| {
+                    g.filter(|g| g.rows > 0).map(|g| g.results(&self.spec.aggs))
+                })?;
+                let mut key_row = Vec::new();
+                row::encode_row(&key_columns, row, &mut key_row)?;
+                touched.push((row, key_row, before));
+            }
+            let sign = match ops.map(|o| o.value(row)) {
+                None => 1,
+                Some(code) => match RowKind::from_code(code) {
+                    Some(kind) if kind.retracts() => -1,
+                    Some(_) => 1,
+                    None => return Err(self.info.fail(format!("row kind {code} is unknown"))),
+                },
+            };
+            let (aggs, float) = (&self.spec.aggs, &self.float);
+            self.state.update(&self.groups, key, &global, |slot| {
+                let group = slot.get_or_insert_with(|| Group::new(aggs, float));
+                group.apply(aggs, &args, row, sign, keep_all);
+                if group.rows <= 0 {
+                    *slot = None;
+                }
+            })?;
+        }
+        for (row, key_row, before) in touched {
+            let key = keys.get(row);
+            let after = self.state.with_value(&self.groups, key, &global, |g| {
+                g.map(|g| g.results(&self.spec.aggs))
+            })?;
+            match (before, after) {
+                (None, Some(new)) => self.emit_row(&key_row, &new, RowKind::Insert)?,
+                (Some(old), None) => self.emit_row(&key_row, &old, RowKind::Delete)?,
+                (Some(old), Some(new)) if old != new => {
+                    self.emit_row(&key_row, &old, RowKind::UpdateBefore)?;
+                    self.emit_row(&key_row, &new, RowKind::UpdateAfter)?;
+                }
+                _ => {}
+            }
+        }
+        self.keys = keys;
+        self.out_rows.emit(&self.spec.output, &self.info, out)
+    }
+
+    fn snapshot(&mut self, checkpoint_id: u64, out: &mut StateWriter) -> Result<()> {
+        self.state.snapshot(checkpoint_id, out)
+    }
+
+    fn restore(&mut self, state: &RestoredState) -> Result<()> {
+        self.state.restore(state)
+    }
+}
+
+impl KeyedStream {
+    /// A group aggregation of this stream by its key (Flink SQL's `GROUP BY` without windows):
+    /// `aggs` over `Int64`/`Float64` columns; `op` is the input's [`OP_COLUMN`] if it is a
+    /// changelog. The output is the key columns, one column per aggregate (`Float64` where
+    /// `float[i]`, else `Int64`) and [`OP_COLUMN`]: a changelog, without event time.
+    pub fn group_aggregate(
+        &self,
+        aggs: Vec<GroupAgg>,
+        float: &[bool],
+        op: Option<usize>,
+    ) -> DataStream {
+        let stream = &self.stream;
+        let name = "group_aggregate".to_owned();
+        let mut fields: Vec<arrow::datatypes::Field> = self
+            .key
+            .indices
+            .iter()
+            .map(|&i| stream.schema.field(i).as_ref().clone().with_nullable(true))
+            .collect();
+        for (i, &f) in float.iter().enumerate() {
+            let t = if f {
+                DataType::Float64
+            } else {
+                DataType::Int64
+            };
+            fields.push(arrow::datatypes::Field::new(format!("__agg{i}"), t, true));
+        }
+        fields.push(arrow::datatypes::Field::new(
+            OP_COLUMN,
+            DataType::Int8,
+            false,
+        ));
+        let output: SchemaRef = Arc::new(arrow::datatypes::Schema::new(fields));
+        if aggs.len() != float.len() {
+            stream
+                .env
+                .error(Error::plan(&name, "an aggregate's result type is missing"));
+            return stream.clone();
+        }
+        let spec = GroupAggregateSpec {
+            key: self.key.clone(),
+            aggs,
+            op,
+            output: output.clone(),
+        };
+        let factory: OperatorFactory = Arc::new(move |info| {
+            Ok(Box::new(GroupAggregateOperator::new(
+                info.clone(),
+                spec.clone(),
+                crate::state::Backend::for_subtask(info)?,
+            )?) as Box<dyn Operator>)
+        });
+        let env = &stream.env;
+        let node = env.add_node(
+            name,
+            stream.parallelism(),
+            NodeKind::Operator { factory, inputs: 1 },
+            output.clone(),
+            Vec::new(),
+        );
+        env.add_edge(stream, node, 0, Partitioning::Hash(self.key.clone()));
+        stream.derived(node, output, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use arrow::datatypes::{Field, Schema};
+
+    use super::*;
+    use crate::operator::Emitted;
+    use crate::row::{Row, batch_from_rows, rows_of};
+
+    fn info() -> SubtaskInfo {
+        SubtaskInfo {
+            name: "agg".into(),
+            index: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            state: Default::default(),
+        }
+    }
+
+    fn input_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("v", DataType::Int64, true),
+            Field::new(OP_COLUMN, DataType::Int8, false),
+        ]))
+    }
+
+    fn operator(changelog: bool) -> GroupAggregateOperator<crate::state::MemoryStateBackend> {
+        let schema = input_schema();
+        let key = KeySpec::resolve("agg", &schema, &["k"]).unwrap();
+        let kinds = [
+            GroupAggKind::CountRows,
+            GroupAggKind::Count,
+            GroupAggKind::Sum,
+            GroupAggKind::Avg,
+            GroupAggKind::Min,
+            GroupAggKind::Max,
+        ];
+        let aggs: Vec<GroupAgg> = kinds
+            .iter()
+            .map(|&kind| GroupAgg {
+                kind,
+                input: (kind != GroupAggKind::CountRows).then_some(1),
+            })
+            .collect();
+        let mut fields = vec![Field::new("k", DataType::Utf8, true)];
+        for i in 0..aggs.len() {
+            fields.push(Field::new(format!("a{i}"), DataType::Int64, true));
+        }
+        fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
+        let spec = GroupAggregateSpec {
+            key,
+            aggs,
+            op: changelog.then_some(2),
+            output: Arc::new(Schema::new(fields)),
+        };
+        GroupAggregateOperator::new(info(), spec, crate::state::MemoryStateBackend::default())
+            .unwrap()
+    }
+
+    fn batch(rows: &[(&str, Option<i64>, RowKind)]) -> RecordBatch {
+        let rows: Vec<Row> = rows
+            .iter()
+            .map(|(k, v, op)| {
+                vec![
+                    Value::from(*k),
+                    v.map_or(Value::Null, Value::Int),
+                    Value::Int(*op as i64),
+                ]
+            })
+            .collect();
+        batch_from_rows(&input_schema(), &rows).unwrap()
+    }
+
+    /// `+I k [count(*), count, sum, avg, min, max]` lines.
+    fn changes(out: &mut Output) -> Vec<String> {
+        let mut lines = Vec::new();
+        for item in out.drain() {
+            if let Emitted::Data(b) = item {
+                for r in rows_of(&b).unwrap() {
+                    let kind = RowKind::from_code(r[7].as_i64().unwrap() as i8).unwrap();
+                    let values: Vec<String> = r[1..7]
+                        .iter()
+                        .map(|v| v.as_i64().map_or("null".into(), |i| i.to_string()))
+                        .collect();
+                    lines.push(format!(
+                        "{} {} {}",
+                        kind.short(),
+                        r[0].as_str().unwrap(),
+                        values.join(",")
+                    ));
+                }
+            }
+        }
+        lines
+    }
+
+    use RowKind::{Delete as D, Insert as I, UpdateAfter as UA, UpdateBefore as UB};
+
+    #[test]
+    fn an_insert_only_input_gives_inserts_then_updates_per_batch() {
+        let mut op = operator(false);
+        let mut out = Output::default();
+        op.process(
+            0,
+            batch(&[("a", Some(5), I), ("b", None, I), ("a", Some(2), I)]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            changes(&mut out),
+            ["+I a 2,2,7,3,2,5", "+I b 1,0,null,null,null,null"]
+        );
+        op.process(0, batch(&[("a", Some(9), I), ("b", Some(-3), I)]), &mut out)
+            .unwrap();
+        assert_eq!(
+            changes(&mut out),
+            [
+                "-U a 2,2,7,3,2,5",
+                "+U a 3,3,16,5,2,9",
+                "-U b 1,0,null,null,null,null",
+                "+U b 2,1,-3,-3,-3,-3",
+            ]
+        );
+    }
+
+    #[test]
+    fn retractions_update_and_delete_and_unchanged_results_emit_nothing() {
+        let mut op = operator(true);
+        let mut out = Output::default();
+        op.process(
+            0,
+            batch(&[("a", Some(5), I), ("a", Some(7), I), ("a", Some(5), I)]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(changes(&mut out), ["+I a 3,3,17,5,5,7"]);
+        // The max (7) retracted: 5 is the max again, and still there once after one 5 goes.
+        op.process(0, batch(&[("a", Some(7), UB), ("a", Some(5), D)]), &mut out)
+            .unwrap();
+        assert_eq!(changes(&mut out), ["-U a 3,3,17,5,5,7", "+U a 1,1,5,5,5,5"]);
+        // Retracted and added back in one batch: nothing changed.
+        op.process(
+            0,
+            batch(&[("a", Some(5), UB), ("a", Some(5), UA)]),
+            &mut out,
+        )
+        .unwrap();
+        assert!(changes(&mut out).is_empty());
+        op.process(0, batch(&[("a", Some(5), D)]), &mut out)
+            .unwrap();
+        assert_eq!(changes(&mut out), ["-D a 1,1,5,5,5,5"]);
+        assert_eq!(op.state().entries(), 0, "a deleted key is forgotten");
+    }
+}
