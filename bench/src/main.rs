@@ -56,10 +56,10 @@ pub(crate) struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "q0,q1,q2,q3,q5,q7,q8,q11"
+        default_value = "q0,q1,q2,q3,q4,q5,q7,q8,q11"
     )]
     pub(crate) sql_queries: Vec<String>,
-    /// Events for the SQL q7 (a regular join that keeps every bid, on both engines).
+    /// Events for the SQL q4 and q7 (regular joins that keep every bid, on both engines).
     #[arg(long, default_value_t = 2_000_000)]
     pub(crate) sql_join_events: u64,
     /// The strom binary (default: next to this one).

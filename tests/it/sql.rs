@@ -333,6 +333,92 @@ fn joins_sessions_and_cascaded_windows_equal_brute_force() {
 }
 
 #[test]
+fn interval_joins_equal_brute_force() {
+    let dir = tempdir("sql-interval-join");
+    let out = dir.join("close");
+    // Strict and inclusive bounds, each side of the comparison: `b` from just after 1 s before
+    // `a` to 2 s after it.
+    let query = "SELECT a.auction, a.price, b.price, a.date_time, b.date_time
+        FROM bid AS a JOIN bid AS b ON a.auction = b.auction
+        WHERE a.date_time - INTERVAL '1' SECOND < b.date_time
+          AND b.date_time <= a.date_time + INTERVAL '2' SECOND";
+    let explained = plan_script(&format!("{}\nEXPLAIN {query};", bid_table())).unwrap();
+    let graph = compile::explain(&explained, &EngineConfig::default()).unwrap();
+    assert!(
+        graph[0].contains("interval_join([-999ms, 2000ms])"),
+        "{}",
+        graph[0]
+    );
+    let script = format!(
+        "{}
+        CREATE TABLE close (auction BIGINT, a BIGINT, b BIGINT, ta TIMESTAMP(3), tb TIMESTAMP(3))
+        WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+        INSERT INTO close {query};",
+        bid_table(),
+        out.display()
+    );
+    run(&script);
+    let rows = bid_rows();
+    let mut by_auction: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
+    for &(a, _, p, t) in &rows {
+        by_auction.entry(a).or_default().push((p, t));
+    }
+    let mut expected = Vec::new();
+    for (auction, bids) in &by_auction {
+        for &(pa, ta) in bids {
+            for &(pb, tb) in bids
+                .iter()
+                .filter(|(_, tb)| ta - 1000 < *tb && *tb <= ta + 2000)
+            {
+                expected.push(format!(
+                    "{auction},{pa},{pb},{},{}",
+                    sql_time(ta),
+                    sql_time(tb)
+                ));
+            }
+        }
+    }
+    assert!(expected.len() > rows.len(), "{}", expected.len());
+    assert_eq!(lines(&out), multiset(expected));
+}
+
+#[test]
+fn cumulate_windows_equal_brute_force() {
+    let dir = tempdir("sql-cumulate");
+    let out = dir.join("cumulative");
+    let script = format!(
+        "{}
+        CREATE TABLE cumulative (s TIMESTAMP(3), e TIMESTAMP(3), bids BIGINT, top BIGINT)
+        WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+        INSERT INTO cumulative
+        SELECT window_start, window_end, COUNT(*), MAX(price)
+        FROM TABLE(CUMULATE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '1' SECOND, INTERVAL '4' SECOND))
+        GROUP BY window_start, window_end;",
+        bid_table(),
+        out.display()
+    );
+    run(&script);
+    // Every 4 s cycle has windows ending 1, 2, 3 and 4 s after its start; a bid is in those
+    // of its cycle that end after it.
+    let mut windows: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
+    for (_, _, price, t) in bid_rows() {
+        let start = t.div_euclid(4000) * 4000;
+        for end in (1..=4).map(|k| start + k * 1000).filter(|&end| end > t) {
+            let w = windows.entry((start, end)).or_insert((0, i64::MIN));
+            w.0 += 1;
+            w.1 = w.1.max(price);
+        }
+    }
+    assert!(windows.len() >= 16, "{}", windows.len());
+    let expected = multiset(
+        windows
+            .into_iter()
+            .map(|((s, e), (n, top))| format!("{},{},{n},{top}", sql_time(s), sql_time(e))),
+    );
+    assert_eq!(lines(&out), expected);
+}
+
+#[test]
 fn what_the_streaming_planner_cannot_take_is_an_error_at_its_line() {
     let cases = [
         (
@@ -359,6 +445,19 @@ fn what_the_streaming_planner_cannot_take_is_an_error_at_its_line() {
              SELECT * FROM t JOIN a ON t.auction > a.auction",
             3,
             "needs an equality",
+        ),
+        (
+            "CREATE TABLE t (auction BIGINT, price BIGINT) WITH ('connector' = 'nexmark', 'table' = 'bid');\n\
+             SELECT auction, SUM(price) OVER (PARTITION BY auction) FROM t",
+            2,
+            "OVER aggregations are not supported yet",
+        ),
+        (
+            "CREATE TABLE t (auction BIGINT, price BIGINT) WITH ('connector' = 'nexmark', 'table' = 'bid');\n\
+             SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price) AS r FROM t)\n\
+             WHERE r > 3",
+            2,
+            "supported as rn <= N",
         ),
     ];
     for (sql, line, says) in cases {

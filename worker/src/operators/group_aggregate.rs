@@ -13,9 +13,11 @@
 //! Flink's mini-batch aggregation does: the changelog has fewer intermediate results than Flink's
 //! row-at-a-time one, and the same final state.
 //!
-//! Arguments arrive as `Int64` (integers, and decimals as unscaled values) or `Float64` columns;
-//! results are `Int64` or `Float64` (AVG of integers truncated towards zero, as in Flink), and
-//! the SQL planner casts them to the query's types.
+//! Arguments arrive as `Int64` (integers, and decimals as unscaled values), `Float64` or `Utf8`
+//! columns (text for MIN, MAX and COUNT(DISTINCT) only); results are `Int64`, `Float64` or `Utf8`
+//! (AVG of integers truncated towards zero, as in Flink), and the SQL planner casts them to the
+//! query's types. COUNT(DISTINCT) keeps the count of every distinct value of the key, so that a
+//! value leaves the count with its last copy's retraction.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -83,6 +85,8 @@ pub enum GroupAggKind {
     CountRows,
     /// `COUNT(x)`: rows where the argument is not null.
     Count,
+    /// `COUNT(DISTINCT x)`: the distinct non-null values of an integer argument.
+    CountDistinct,
     Sum,
     Avg,
     Min,
@@ -94,6 +98,8 @@ pub enum GroupAggKind {
 pub struct GroupAgg {
     pub kind: GroupAggKind,
     pub input: Option<usize>,
+    /// The argument is `Utf8` (MIN, MAX and COUNT DISTINCT take text).
+    pub text: bool,
 }
 
 /// The complete description of one group aggregation.
@@ -135,6 +141,28 @@ enum Acc {
         counts: BTreeMap<i64, i64>,
         float: bool,
     },
+    /// Each string value and how many times it is there (MIN, MAX and COUNT DISTINCT of text).
+    Texts {
+        counts: BTreeMap<String, i64>,
+    },
+}
+
+/// What an aggregate's values are: its result type for MIN and MAX, its argument's otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ValueKind {
+    Int,
+    Float,
+    Text,
+}
+
+impl ValueKind {
+    fn of(t: &DataType) -> Self {
+        match t {
+            DataType::Float64 => Self::Float,
+            DataType::Utf8 => Self::Text,
+            _ => Self::Int,
+        }
+    }
 }
 
 /// A key's state: its rows, and each aggregate's accumulator.
@@ -149,38 +177,49 @@ enum Arg<'a> {
     None,
     Int(&'a arrow::array::Int64Array),
     Float(&'a arrow::array::Float64Array),
+    Text(&'a arrow::array::StringArray),
 }
 
-impl Arg<'_> {
-    /// The value at `row` as an integer or float bit pattern; `None` if null.
-    fn at(&self, row: usize) -> Option<Num> {
+impl<'a> Arg<'a> {
+    /// The value at `row`; `None` if null.
+    fn at(&self, row: usize) -> Option<Num<'a>> {
         match self {
             Arg::None => None,
             Arg::Int(a) => a.is_valid(row).then(|| Num::Int(a.value(row))),
             Arg::Float(a) => a.is_valid(row).then(|| Num::Float(a.value(row))),
+            Arg::Text(a) => a.is_valid(row).then(|| Num::Text(a.value(row))),
         }
     }
 }
 
 #[derive(Clone, Copy)]
-enum Num {
+enum Num<'a> {
     Int(i64),
     Float(f64),
+    Text(&'a str),
 }
 
 impl Group {
-    fn new(aggs: &[GroupAgg], float: &[bool]) -> Self {
+    fn new(aggs: &[GroupAgg], kinds: &[ValueKind]) -> Self {
         Self {
             rows: 0,
             accs: aggs
                 .iter()
-                .zip(float)
-                .map(|(a, &float)| match a.kind {
-                    GroupAggKind::Min | GroupAggKind::Max => Acc::Values {
+                .zip(kinds)
+                .map(|(a, &kind)| match (a.kind, kind) {
+                    (
+                        GroupAggKind::Min | GroupAggKind::Max | GroupAggKind::CountDistinct,
+                        ValueKind::Text,
+                    ) => Acc::Texts {
                         counts: BTreeMap::new(),
-                        float,
                     },
-                    _ if float => Acc::Float { sum: 0.0, n: 0 },
+                    (GroupAggKind::Min | GroupAggKind::Max | GroupAggKind::CountDistinct, _) => {
+                        Acc::Values {
+                            counts: BTreeMap::new(),
+                            float: kind == ValueKind::Float,
+                        }
+                    }
+                    (_, ValueKind::Float) => Acc::Float { sum: 0.0, n: 0 },
                     _ => Acc::Int { sum: 0, n: 0 },
                 })
                 .collect(),
@@ -202,6 +241,30 @@ impl Group {
                 continue;
             };
             match (acc, v) {
+                (Acc::Texts { counts }, Num::Text(v)) => {
+                    match counts.get_mut(v) {
+                        Some(count) => {
+                            *count += sign;
+                            if *count <= 0 {
+                                counts.remove(v);
+                            }
+                        }
+                        None if sign > 0 => {
+                            counts.insert(v.to_owned(), sign);
+                        }
+                        None => {}
+                    }
+                    if !keep_all && matches!(agg.kind, GroupAggKind::Min | GroupAggKind::Max) {
+                        // Insert-only input: only the extreme value can ever be the result.
+                        let keep = match agg.kind {
+                            GroupAggKind::Min => counts.first_key_value(),
+                            _ => counts.last_key_value(),
+                        }
+                        .map(|(k, _)| k.clone());
+                        counts.retain(|k, _| Some(k) == keep.as_ref());
+                    }
+                }
+                (Acc::Texts { .. }, _) | (_, Num::Text(_)) => {}
                 (Acc::Int { sum, n }, Num::Int(v)) => {
                     *sum = sum.wrapping_add(sign.wrapping_mul(v));
                     *n += sign;
@@ -214,6 +277,7 @@ impl Group {
                     let v = match v {
                         Num::Int(i) => i as f64,
                         Num::Float(f) => f,
+                        Num::Text(_) => continue,
                     };
                     *sum += sign as f64 * v;
                     *n += sign;
@@ -222,13 +286,14 @@ impl Group {
                     let key = match v {
                         Num::Int(i) => i,
                         Num::Float(f) => ordered(f),
+                        Num::Text(_) => continue,
                     };
                     let count = counts.entry(key).or_insert(0);
                     *count += sign;
                     if *count <= 0 {
                         counts.remove(&key);
                     }
-                    if !keep_all {
+                    if !keep_all && matches!(agg.kind, GroupAggKind::Min | GroupAggKind::Max) {
                         // Insert-only input: only the extreme value can ever be the result.
                         let keep = match agg.kind {
                             GroupAggKind::Min => counts.first_key_value().map(|(k, _)| *k),
@@ -249,6 +314,20 @@ impl Group {
             .map(|(acc, agg)| match (agg.kind, acc) {
                 (GroupAggKind::CountRows, _) => Value::Int(self.rows),
                 (GroupAggKind::Count, Acc::Int { n, .. } | Acc::Float { n, .. }) => Value::Int(*n),
+                (GroupAggKind::CountDistinct, Acc::Values { counts, .. }) => {
+                    Value::Int(counts.len() as i64)
+                }
+                (GroupAggKind::CountDistinct, Acc::Texts { counts }) => {
+                    Value::Int(counts.len() as i64)
+                }
+                (kind, Acc::Texts { counts }) => {
+                    let extreme = if kind == GroupAggKind::Min {
+                        counts.first_key_value()
+                    } else {
+                        counts.last_key_value()
+                    };
+                    extreme.map_or(Value::Null, |(v, _)| Value::Str(v.clone()))
+                }
                 (_, Acc::Int { n: 0, .. } | Acc::Float { n: 0, .. }) => Value::Null,
                 (GroupAggKind::Sum, Acc::Int { sum, .. }) => Value::Int(*sum),
                 (GroupAggKind::Sum, Acc::Float { sum, .. }) => Value::Float(*sum),
@@ -276,7 +355,8 @@ impl Group {
 pub struct GroupAggregateOperator<S: KeyedStateBackend> {
     info: SubtaskInfo,
     spec: GroupAggregateSpec,
-    float: Vec<bool>,
+    /// Per aggregate, what its values are.
+    kinds: Vec<ValueKind>,
     result_types: Vec<DataType>,
     state: S,
     groups: ValueState<Group>,
@@ -293,15 +373,21 @@ impl<S: KeyedStateBackend> GroupAggregateOperator<S> {
             .iter()
             .map(|f| f.data_type().clone())
             .collect();
-        let float = result_types
+        // The argument's kind, where the result's does not tell it (COUNT DISTINCT of text).
+        let kinds = spec
+            .aggs
             .iter()
-            .map(|t| *t == DataType::Float64)
+            .zip(&result_types)
+            .map(|(a, t)| match (a.kind, a.text) {
+                (_, true) => ValueKind::Text,
+                _ => ValueKind::of(t),
+            })
             .collect();
         Ok(Self {
             groups: state.value_state("group-aggregate"),
             info,
             spec,
-            float,
+            kinds,
             result_types,
             state,
             keys: KeyRows::default(),
@@ -342,8 +428,9 @@ impl<S: KeyedStateBackend> Operator for GroupAggregateOperator<S> {
                     match c.data_type() {
                         DataType::Int64 => Ok(Arg::Int(c.as_primitive::<Int64Type>())),
                         DataType::Float64 => Ok(Arg::Float(c.as_primitive::<Float64Type>())),
+                        DataType::Utf8 => Ok(Arg::Text(c.as_string::<i32>())),
                         other => Err(self.info.fail(format!(
-                            "an aggregate's argument is {other}, not Int64 or Float64"
+                            "an aggregate's argument is {other}, not Int64, Float64 or Utf8"
                         ))),
                     }
                 }
@@ -383,9 +470,9 @@ impl<S: KeyedStateBackend> Operator for GroupAggregateOperator<S> {
                     None => return Err(self.info.fail(format!("row kind {code} is unknown"))),
                 },
             };
-            let (aggs, float) = (&self.spec.aggs, &self.float);
+            let (aggs, kinds) = (&self.spec.aggs, &self.kinds);
             self.state.update(&self.groups, key, &global, |slot| {
-                let group = slot.get_or_insert_with(|| Group::new(aggs, float));
+                let group = slot.get_or_insert_with(|| Group::new(aggs, kinds));
                 group.apply(aggs, &args, row, sign, keep_all);
                 if group.rows <= 0 {
                     *slot = None;
@@ -422,13 +509,14 @@ impl<S: KeyedStateBackend> Operator for GroupAggregateOperator<S> {
 
 impl KeyedStream {
     /// A group aggregation of this stream by its key (Flink SQL's `GROUP BY` without windows):
-    /// `aggs` over `Int64`/`Float64` columns; `op` is the input's [`OP_COLUMN`] if it is a
-    /// changelog. The output is the key columns, one column per aggregate (`Float64` where
-    /// `float[i]`, else `Int64`) and [`OP_COLUMN`]: a changelog, without event time.
+    /// `aggs` over `Int64`, `Float64` or (MIN, MAX, COUNT DISTINCT) `Utf8` columns; `op` is the
+    /// input's [`OP_COLUMN`] if it is a changelog. The output is the key columns, one column per
+    /// aggregate (of `result_types[i]`: `Int64`, `Float64` or `Utf8`) and [`OP_COLUMN`]: a
+    /// changelog, without event time.
     pub fn group_aggregate(
         &self,
         aggs: Vec<GroupAgg>,
-        float: &[bool],
+        result_types: &[DataType],
         op: Option<usize>,
     ) -> DataStream {
         let stream = &self.stream;
@@ -439,13 +527,12 @@ impl KeyedStream {
             .iter()
             .map(|&i| stream.schema.field(i).as_ref().clone().with_nullable(true))
             .collect();
-        for (i, &f) in float.iter().enumerate() {
-            let t = if f {
-                DataType::Float64
-            } else {
-                DataType::Int64
-            };
-            fields.push(arrow::datatypes::Field::new(format!("__agg{i}"), t, true));
+        for (i, t) in result_types.iter().enumerate() {
+            fields.push(arrow::datatypes::Field::new(
+                format!("__agg{i}"),
+                t.clone(),
+                true,
+            ));
         }
         fields.push(arrow::datatypes::Field::new(
             OP_COLUMN,
@@ -453,7 +540,7 @@ impl KeyedStream {
             false,
         ));
         let output: SchemaRef = Arc::new(arrow::datatypes::Schema::new(fields));
-        if aggs.len() != float.len() {
+        if aggs.len() != result_types.len() {
             stream
                 .env
                 .error(Error::plan(&name, "an aggregate's result type is missing"));
@@ -529,6 +616,7 @@ mod tests {
             .map(|&kind| GroupAgg {
                 kind,
                 input: (kind != GroupAggKind::CountRows).then_some(1),
+                text: false,
             })
             .collect();
         let mut fields = vec![Field::new("k", DataType::Utf8, true)];
@@ -609,6 +697,173 @@ mod tests {
                 "-U b 1,0,null,null,null,null",
                 "+U b 2,1,-3,-3,-3,-3",
             ]
+        );
+    }
+
+    #[test]
+    fn count_distinct_counts_values_until_their_last_copy_is_retracted() {
+        let schema = input_schema();
+        let key = KeySpec::resolve("agg", &schema, &["k"]).unwrap();
+        let output = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("d", DataType::Int64, true),
+            Field::new(OP_COLUMN, DataType::Int8, false),
+        ]));
+        let spec = GroupAggregateSpec {
+            key,
+            aggs: vec![GroupAgg {
+                kind: GroupAggKind::CountDistinct,
+                input: Some(1),
+                text: false,
+            }],
+            op: Some(2),
+            output,
+        };
+        let mut op =
+            GroupAggregateOperator::new(info(), spec, crate::state::MemoryStateBackend::default())
+                .unwrap();
+        let mut out = Output::default();
+        let distinct = |out: &mut Output| -> Vec<(String, i64)> {
+            out.drain()
+                .filter_map(|e| match e {
+                    Emitted::Data(b) => Some(rows_of(&b).unwrap()),
+                    _ => None,
+                })
+                .flatten()
+                .map(|r| {
+                    let kind = RowKind::from_code(r[2].as_i64().unwrap() as i8).unwrap();
+                    (kind.short().to_owned(), r[1].as_i64().unwrap())
+                })
+                .collect()
+        };
+        op.process(
+            0,
+            batch(&[
+                ("a", Some(1), I),
+                ("a", Some(1), I),
+                ("a", None, I),
+                ("a", Some(2), I),
+            ]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(distinct(&mut out), [("+I".to_owned(), 2)]);
+        op.process(0, batch(&[("a", Some(1), D)]), &mut out)
+            .unwrap();
+        assert!(distinct(&mut out).is_empty(), "one 1 is left");
+        op.process(0, batch(&[("a", Some(1), D)]), &mut out)
+            .unwrap();
+        assert_eq!(
+            distinct(&mut out),
+            [("-U".to_owned(), 2), ("+U".to_owned(), 1)]
+        );
+    }
+
+    #[test]
+    fn min_max_and_count_distinct_of_text_follow_retractions() {
+        // Key "g", argument the string column "s", a changelog.
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("g", DataType::Utf8, false),
+            Field::new("s", DataType::Utf8, true),
+            Field::new(OP_COLUMN, DataType::Int8, false),
+        ]));
+        let key = KeySpec::resolve("agg", &schema, &["g"]).unwrap();
+        let kinds = [
+            GroupAggKind::Min,
+            GroupAggKind::Max,
+            GroupAggKind::CountDistinct,
+        ];
+        let aggs = kinds
+            .iter()
+            .map(|&kind| GroupAgg {
+                kind,
+                input: Some(1),
+                text: true,
+            })
+            .collect();
+        let output = Arc::new(Schema::new(vec![
+            Field::new("g", DataType::Utf8, true),
+            Field::new("lo", DataType::Utf8, true),
+            Field::new("hi", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+            Field::new(OP_COLUMN, DataType::Int8, false),
+        ]));
+        let spec = GroupAggregateSpec {
+            key,
+            aggs,
+            op: Some(2),
+            output,
+        };
+        let mut op =
+            GroupAggregateOperator::new(info(), spec, crate::state::MemoryStateBackend::default())
+                .unwrap();
+        let batch = |rows: &[(Option<&str>, RowKind)]| {
+            let rows: Vec<Row> = rows
+                .iter()
+                .map(|(v, kind)| {
+                    vec![
+                        Value::from("g"),
+                        v.map_or(Value::Null, Value::from),
+                        Value::Int(*kind as i64),
+                    ]
+                })
+                .collect();
+            batch_from_rows(&schema, &rows).unwrap()
+        };
+        let mut out = Output::default();
+        let lines = |out: &mut Output| -> Vec<String> {
+            out.drain()
+                .filter_map(|e| match e {
+                    Emitted::Data(b) => Some(rows_of(&b).unwrap()),
+                    _ => None,
+                })
+                .flatten()
+                .map(|r| {
+                    let kind = RowKind::from_code(r[4].as_i64().unwrap() as i8).unwrap();
+                    let text = |v: &Value| v.as_str().unwrap_or("null").to_owned();
+                    format!(
+                        "{} {} {} {}",
+                        kind.short(),
+                        text(&r[1]),
+                        text(&r[2]),
+                        r[3].as_i64().unwrap()
+                    )
+                })
+                .collect()
+        };
+        op.process(
+            0,
+            batch(&[
+                (Some("10:05"), I),
+                (Some("09:59"), I),
+                (None, I),
+                (Some("10:05"), I),
+            ]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(lines(&mut out), ["+I 09:59 10:05 2"]);
+        // One of two "10:05" goes: nothing changes; the other goes: the maximum falls back.
+        op.process(0, batch(&[(Some("10:05"), D)]), &mut out)
+            .unwrap();
+        assert!(lines(&mut out).is_empty());
+        op.process(
+            0,
+            batch(&[(Some("10:05"), D), (Some("11:00"), I)]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(lines(&mut out), ["-U 09:59 10:05 2", "+U 09:59 11:00 2"]);
+        op.process(
+            0,
+            batch(&[(Some("11:00"), D), (Some("09:59"), D)]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            lines(&mut out),
+            ["-U 09:59 11:00 2", "+U null null 0"],
+            "the null row is still counted, so the key stays with empty results"
         );
     }
 

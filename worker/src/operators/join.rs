@@ -165,38 +165,13 @@ fn window_of(ns: &Namespace) -> Option<TimeWindow> {
     }
 }
 
-/// The windows of `assigner` that contain `ts`.
+/// The windows of `assigner` that contain `ts` (none of the global window, which a window join
+/// rejects when the job is planned).
 fn assign_windows(assigner: &WindowAssigner, ts: Timestamp, out: &mut Vec<TimeWindow>) {
-    out.clear();
-    match *assigner {
-        WindowAssigner::Tumbling { size, offset, .. } => {
-            let start = ts - (ts - offset).rem_euclid(size);
-            out.push(TimeWindow {
-                start,
-                end: start + size,
-            });
-        }
-        WindowAssigner::Sliding {
-            size,
-            slide,
-            offset,
-            ..
-        } => {
-            let mut start = ts - (ts - offset).rem_euclid(slide);
-            while start > ts - size {
-                out.push(TimeWindow {
-                    start,
-                    end: start + size,
-                });
-                start -= slide;
-            }
-        }
-        WindowAssigner::Session { gap, .. } => out.push(TimeWindow {
-            start: ts,
-            end: ts.saturating_add(gap),
-        }),
-        // Rejected when the job is planned.
-        WindowAssigner::Global => {}
+    if let WindowAssigner::Global = assigner {
+        out.clear();
+    } else {
+        assigner.assign(ts, out);
     }
 }
 

@@ -8,5 +8,6 @@ pub mod join;
 pub mod process;
 pub mod regular_join;
 pub mod rolling;
+pub mod top_n;
 pub mod watermarks;
 pub mod window;

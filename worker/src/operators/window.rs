@@ -94,6 +94,15 @@ pub enum WindowAssigner {
     },
     /// Windows of activity separated by at least `gap`; merged as records arrive.
     Session { gap: i64, domain: TimeDomain },
+    /// Flink SQL's cumulating windows: every `size` (aligned to the epoch plus `offset`) starts a
+    /// window that grows by `step` (a divisor of `size`): `[s, s + step)`, `[s, s + 2 step)`, ...
+    /// `[s, s + size)`, each firing at its end.
+    Cumulative {
+        size: i64,
+        step: i64,
+        offset: i64,
+        domain: TimeDomain,
+    },
     /// One window for all time; needs a trigger (e.g. count) to fire.
     Global,
 }
@@ -147,6 +156,16 @@ impl WindowAssigner {
             domain: TimeDomain::ProcessingTime,
         }
     }
+    /// Cumulating event-time windows of at most `size`, growing by `step`.
+    pub fn cumulative(size: Duration, step: Duration) -> Self {
+        Self::Cumulative {
+            size: millis(size),
+            step: millis(step),
+            offset: 0,
+            domain: TimeDomain::EventTime,
+        }
+    }
+
     /// The global window.
     pub fn global() -> Self {
         Self::Global
@@ -157,7 +176,8 @@ impl WindowAssigner {
         match self {
             Self::Tumbling { domain, .. }
             | Self::Sliding { domain, .. }
-            | Self::Session { domain, .. } => Some(*domain),
+            | Self::Session { domain, .. }
+            | Self::Cumulative { domain, .. } => Some(*domain),
             Self::Global => None,
         }
     }
@@ -184,6 +204,9 @@ impl WindowAssigner {
                 ..
             } => format!("sliding {size}ms/{slide}ms{}", clock(domain)),
             Self::Session { gap, domain } => format!("session gap {gap}ms{}", clock(domain)),
+            Self::Cumulative {
+                size, step, domain, ..
+            } => format!("cumulative {size}ms by {step}ms{}", clock(domain)),
             Self::Global => "global".into(),
         }
     }
@@ -203,12 +226,18 @@ impl WindowAssigner {
                 bad("a sliding window needs a positive size and slide and |offset| < slide")
             }
             Self::Session { gap, .. } if *gap <= 0 => bad("a session window needs a positive gap"),
+            Self::Cumulative {
+                size, step, offset, ..
+            } if *step <= 0 || *size <= 0 || size % step != 0 || offset.abs() >= *size => bad(
+                "a cumulative window needs a positive step that divides its size and |offset| < size",
+            ),
             _ => Ok(()),
         }
     }
 
+    /// The windows that contain `ts` (a session's first window for a merging assigner).
     #[inline]
-    fn assign(&self, ts: Timestamp, out: &mut Vec<TimeWindow>) {
+    pub(crate) fn assign(&self, ts: Timestamp, out: &mut Vec<TimeWindow>) {
         out.clear();
         match *self {
             Self::Tumbling { size, offset, .. } => {
@@ -236,8 +265,19 @@ impl WindowAssigner {
             }
             Self::Session { gap, .. } => out.push(TimeWindow {
                 start: ts,
-                end: ts + gap,
+                end: ts.saturating_add(gap),
             }),
+            Self::Cumulative {
+                size, step, offset, ..
+            } => {
+                // Every window of the record's cycle that ends after it.
+                let start = ts - (ts - offset).rem_euclid(size);
+                let mut end = start + size;
+                while end > ts {
+                    out.push(TimeWindow { start, end });
+                    end -= step;
+                }
+            }
             Self::Global => out.push(GLOBAL_WINDOW),
         }
     }

@@ -7,8 +7,15 @@
 //!
 //! - table scans (a table's connector, computed columns, `WATERMARK FOR`), views, aliases;
 //! - projections and filters (any expression DataFusion can evaluate);
-//! - `GROUP BY window_start, window_end[, keys]` over `TUMBLE` and `HOP`, with `COUNT`, `SUM`,
-//!   `MIN`, `MAX` and `AVG`: a keyed event-time window operator;
+//! - `GROUP BY window_start, window_end[, keys]` over `TUMBLE`, `HOP`, `CUMULATE` and `SESSION`
+//!   (with `PARTITION BY`), with `COUNT`, `SUM`, `MIN`, `MAX` and `AVG`: a keyed event-time window
+//!   operator; and the same `GROUP BY` of an earlier window aggregation's windows (cascading);
+//! - inner equi-joins: a regular join (keyed state per side, `table.exec.state.ttl`);
+//! - `GROUP BY` without windows: a group aggregation whose result is a changelog (`COUNT`,
+//!   `COUNT(DISTINCT)`, `SUM`, `AVG`, `MIN`, `MAX`, `FILTER (WHERE ..)`), over insert-only or
+//!   updating input;
+//! - `ROW_NUMBER() OVER (PARTITION BY .. ORDER BY ..)` filtered to `rn <= N`: a Top-N (a
+//!   deduplication for N = 1), whose result is a changelog;
 //! - `UNION ALL`.
 //!
 //! Anything else is an error that names the plan node.
@@ -32,6 +39,7 @@ use super::{Catalog, PlannedScript, connectors};
 use crate::error::Error;
 use crate::operators::aggregate::Agg;
 use crate::operators::group_aggregate::{GroupAgg, GroupAggKind, OP_COLUMN};
+use crate::operators::top_n::{SortColumn, TopN};
 use crate::operators::window::WindowAssigner;
 use crate::plan::TimeAttr;
 use crate::stream::{DataStream, StreamEnv};
@@ -266,29 +274,7 @@ impl Compiler<'_> {
                 let input = match planned {
                     Planned::Stream(s) | Planned::Windowed(s, _) => s,
                     Planned::Changelog(s) => {
-                        // The row kind goes along: it is the last column, after every column the
-                        // expressions read.
-                        let mut fields = stream_schema(&p.schema).fields().to_vec();
-                        fields.push(Arc::new(Field::new(OP_COLUMN, DataType::Int8, false)));
-                        let out = Arc::new(Schema::new(fields));
-                        let exprs = p
-                            .expr
-                            .iter()
-                            .map(|e| self.physical(e, p.input.schema()))
-                            .collect::<Result<Vec<_>, _>>()?;
-                        let target = out.clone();
-                        let values =
-                            Arc::new(Schema::new(out.fields()[..out.fields().len() - 1].to_vec()));
-                        return Ok(Planned::Changelog(s.map_batches(
-                            "project",
-                            out,
-                            move |batch| {
-                                let mut columns =
-                                    evaluate(&exprs, &batch, &values)?.columns().to_vec();
-                                columns.push(batch.column(batch.num_columns() - 1).clone());
-                                Ok(RecordBatch::try_new(target.clone(), columns)?)
-                            },
-                        )));
+                        return Ok(Planned::Changelog(self.project_changelog(p, &s)?));
                     }
                     Planned::Windows(_, w) => {
                         return Err(SqlError::at(
@@ -333,6 +319,9 @@ impl Compiler<'_> {
                 Ok(Planned::Stream(self.join(j, Some(&f.predicate))?))
             }
             LogicalPlan::Filter(f) => {
+                if let Some(top) = self.top_n(f)? {
+                    return Ok(Planned::Changelog(top));
+                }
                 let predicate = self.physical(&f.predicate, f.input.schema())?;
                 let name = format!("{}", f.predicate);
                 let apply = |s: &DataStream| {
@@ -389,6 +378,15 @@ impl Compiler<'_> {
                 Planned::Stream(s) => self.group_aggregate(&s, false, a),
                 Planned::Changelog(s) => self.group_aggregate(&s, true, a),
             },
+            LogicalPlan::Window(w) => Err(self.err(format!(
+                "{}: OVER aggregations are not supported yet (ROW_NUMBER() is, filtered to \
+                 rn <= N: a Top-N)",
+                w.window_expr
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
             LogicalPlan::Union(u) => {
                 let schema = stream_schema(&u.schema);
                 let mut streams = Vec::new();
@@ -414,6 +412,214 @@ impl Compiler<'_> {
                     .unwrap_or_default()
             ))),
         }
+    }
+
+    /// A projection of a changelog: the row kind goes along, the last column, after every column
+    /// the expressions read.
+    fn project_changelog(
+        &self,
+        p: &datafusion_expr::logical_plan::Projection,
+        s: &DataStream,
+    ) -> Result<DataStream, SqlError> {
+        let mut fields = stream_schema(&p.schema).fields().to_vec();
+        fields.push(Arc::new(Field::new(OP_COLUMN, DataType::Int8, false)));
+        let out = Arc::new(Schema::new(fields));
+        let exprs = p
+            .expr
+            .iter()
+            .map(|e| self.physical(e, p.input.schema()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let target = out.clone();
+        let values = Arc::new(Schema::new(out.fields()[..out.fields().len() - 1].to_vec()));
+        Ok(s.map_batches("project", out, move |batch| {
+            let mut columns = evaluate(&exprs, &batch, &values)?.columns().to_vec();
+            columns.push(batch.column(batch.num_columns() - 1).clone());
+            Ok(RecordBatch::try_new(target.clone(), columns)?)
+        }))
+    }
+
+    /// Flink's Top-N, if `f` is one: a filter `rn <= N` (or `rn < N`, `rn = 1`) of the
+    /// `ROW_NUMBER() OVER (PARTITION BY .. ORDER BY ..)` of a window node below it (through
+    /// projections and aliases that keep `rn` as it is). It becomes a keyed Top-N whose changelog
+    /// has the window node's columns (the rank among them); the projections above the window are
+    /// applied to it, and the filter needs nothing more. `None` if `f` is another filter.
+    fn top_n(
+        &self,
+        f: &datafusion_expr::logical_plan::Filter,
+    ) -> Result<Option<DataStream>, SqlError> {
+        use datafusion_expr::utils::split_conjunction;
+        use datafusion_expr::{BinaryExpr, Operator};
+        let err = |m: String| self.err(m);
+        // Projections and aliases down to the window node, and where each column of the
+        // filter's input comes from in the node below.
+        let mut chain: Vec<&LogicalPlan> = Vec::new();
+        let mut node = f.input.as_ref();
+        let w = loop {
+            match node {
+                LogicalPlan::Projection(p) => {
+                    chain.push(node);
+                    node = &p.input;
+                }
+                LogicalPlan::SubqueryAlias(a) => {
+                    chain.push(node);
+                    node = &a.input;
+                }
+                LogicalPlan::Window(w) => break w,
+                _ => return Ok(None),
+            }
+        };
+        let below = |mut column: usize| -> Option<usize> {
+            for n in &chain {
+                match n {
+                    LogicalPlan::Projection(p) => match unalias(p.expr.get(column)?) {
+                        Expr::Column(c) => column = p.input.schema().index_of_column(c).ok()?,
+                        _ => return None,
+                    },
+                    LogicalPlan::SubqueryAlias(_) => {}
+                    _ => return None,
+                }
+            }
+            Some(column)
+        };
+        let [expr] = w.window_expr.as_slice() else {
+            return Err(err(
+                "OVER windows other than one ROW_NUMBER() for a Top-N are not supported yet".into(),
+            ));
+        };
+        let Expr::WindowFunction(function) = unalias(expr) else {
+            return Err(err(format!("{expr} is not a window function")));
+        };
+        if function.fun.name() != "row_number" {
+            return Err(err(format!(
+                "{expr}: OVER aggregations are not supported yet (ROW_NUMBER() is, for a Top-N)"
+            )));
+        }
+        let rank_column = w.input.schema().fields().len();
+        // The rank's bound: every conjunct compares the rank with a number.
+        let mut limit: Option<usize> = None;
+        for conjunct in split_conjunction(&f.predicate) {
+            let bound = match conjunct {
+                Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                    let mut left = left.as_ref();
+                    while let Expr::Cast(c) = left {
+                        left = &c.expr;
+                    }
+                    let is_rank = match left {
+                        Expr::Column(c) => {
+                            f.input.schema().index_of_column(c).ok().and_then(below)
+                                == Some(rank_column)
+                        }
+                        _ => false,
+                    };
+                    let mut right = right.as_ref();
+                    while let Expr::Cast(c) = right {
+                        right = &c.expr;
+                    }
+                    let number = match right {
+                        Expr::Literal(v, _) => {
+                            v.cast_to(&DataType::Int64).ok().and_then(|v| match v {
+                                ScalarValue::Int64(Some(n)) => Some(n),
+                                _ => None,
+                            })
+                        }
+                        _ => None,
+                    };
+                    match (is_rank, op, number) {
+                        (true, Operator::LtEq, Some(n)) if n >= 1 => Some(n as usize),
+                        (true, Operator::Lt, Some(n)) if n >= 2 => Some(n as usize - 1),
+                        (true, Operator::Eq, Some(1)) => Some(1),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            let Some(bound) = bound else {
+                return Err(err(format!(
+                    "{conjunct}: a filter of a ROW_NUMBER() is supported as rn <= N, rn < N or \
+                     rn = 1 (a Top-N), and nothing else beside it, for now"
+                )));
+            };
+            limit = Some(limit.map_or(bound, |l| l.min(bound)));
+        }
+        let Some(limit) = limit else {
+            return Ok(None);
+        };
+        let input = match self.plan(&w.input)? {
+            Planned::Changelog(_) => {
+                return Err(err(
+                    "a Top-N of an updating result (a GROUP BY without windows) is not supported \
+                     yet"
+                    .into(),
+                ));
+            }
+            planned => self.planned_stream(planned)?,
+        };
+        let schema = w.input.schema();
+        let column_of = |e: &Expr, what: &str| match unalias(e) {
+            Expr::Column(c) => schema
+                .index_of_column(c)
+                .map_err(|x| err(format!("{e}: {}", x.strip_backtrace()))),
+            _ => Err(err(format!(
+                "{e}: a Top-N's {what} is supported on columns only, for now"
+            ))),
+        };
+        let keys = function
+            .params
+            .partition_by
+            .iter()
+            .map(|e| column_of(e, "PARTITION BY").map(|i| input.schema().field(i).name().clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let order = function
+            .params
+            .order_by
+            .iter()
+            .map(|s| {
+                Ok(SortColumn {
+                    column: column_of(&s.expr, "ORDER BY")?,
+                    descending: !s.asc,
+                    nulls_first: s.nulls_first,
+                })
+            })
+            .collect::<Result<Vec<_>, SqlError>>()?;
+        if order.is_empty() {
+            return Err(err(format!("{expr}: a Top-N needs an ORDER BY")));
+        }
+        // Flink's deduplication keeping the last row by event time: the newest row wins ties.
+        let time = input.time_column();
+        let new_wins_ties = limit == 1
+            && matches!(order.as_slice(), [o] if o.descending
+                && time == Some(input.schema().field(o.column).name().as_str()));
+        // Without PARTITION BY, one Top-N of everything: keyed by a constant column, appended
+        // (after the columns the sort reads) and dropped again.
+        let (keyed, keys, extra) = if keys.is_empty() {
+            let constant = Expr::Literal(ScalarValue::Int32(Some(0)), None);
+            self.with_keys(&input, &[constant], schema, "top")?
+        } else {
+            (input.clone(), keys, 0)
+        };
+        let width = input.schema().fields().len();
+        let ranked = keyed.key_by(&str_refs(&keys)).top_n(TopN {
+            order,
+            limit,
+            rank: true,
+            new_wins_ties,
+        });
+        // To the window node's names, then up the chain.
+        let mut fields = stream_schema(&w.schema).fields().to_vec();
+        fields.push(Arc::new(Field::new(OP_COLUMN, DataType::Int8, false)));
+        let named = Arc::new(Schema::new(fields));
+        let target = named.clone();
+        let mut s = ranked.map_batches("rank", named, move |batch| {
+            let mut columns = batch.columns()[..width].to_vec();
+            columns.extend_from_slice(&batch.columns()[width + extra..]);
+            Ok(RecordBatch::try_new(target.clone(), columns)?)
+        });
+        for n in chain.iter().rev() {
+            if let LogicalPlan::Projection(p) = n {
+                s = self.project_changelog(p, &s)?;
+            }
+        }
+        Ok(Some(s))
     }
 
     /// An inner join (with `filter`, the predicate of a `WHERE` right above it, as part of its
@@ -497,18 +703,24 @@ impl Compiler<'_> {
         let [left_before, right_before] = before;
         let left = self.filtered(self.stream(&j.left)?, left_before, j.left.schema())?;
         let right = self.filtered(self.stream(&j.right)?, right_before, j.right.schema())?;
+        let interval = interval_bounds(&mut rest, &j.schema, &left, &right);
         let (left_keys, right_keys): (Vec<Expr>, Vec<Expr>) = keys.into_iter().unzip();
         let (left, left_names, left_extra) =
             self.with_keys(&left, &left_keys, j.left.schema(), "left")?;
         let (right, right_names, right_extra) =
             self.with_keys(&right, &right_keys, j.right.schema(), "right")?;
-        let mut options = crate::operators::regular_join::RegularJoin::new();
-        if let Some(ttl) = self.state_ttl {
-            options = options.ttl(ttl);
-        }
-        let mut joined = left
-            .key_by(&str_refs(&left_names))
-            .regular_join(&right.key_by(&str_refs(&right_names)), options);
+        let left_keyed = left.key_by(&str_refs(&left_names));
+        let right_keyed = right.key_by(&str_refs(&right_names));
+        let mut joined = match interval {
+            Some((lower, upper)) => left_keyed.interval_join(&right_keyed, lower, upper),
+            None => {
+                let mut options = crate::operators::regular_join::RegularJoin::new();
+                if let Some(ttl) = self.state_ttl {
+                    options = options.ttl(ttl);
+                }
+                left_keyed.regular_join(&right_keyed, options)
+            }
+        };
         if left_extra + right_extra > 0 {
             // Drop the key columns computed for the join.
             let left_fields = left.schema().fields().len() - left_extra;
@@ -735,9 +947,10 @@ impl Compiler<'_> {
                 WindowKind::Session { gap } => {
                     WindowAssigner::session(Duration::from_millis(gap as u64))
                 }
-                WindowKind::Cumulate { .. } => {
-                    return Err(err("CUMULATE windows are not supported yet".into()));
-                }
+                WindowKind::Cumulate { step, size } => WindowAssigner::cumulative(
+                    Duration::from_millis(size as u64),
+                    Duration::from_millis(step as u64),
+                ),
             },
             // Each earlier window ends on a multiple of its slide: the tumbling window of one
             // slide that holds its last millisecond fires when the watermark passes it, and the
@@ -1018,15 +1231,15 @@ impl Compiler<'_> {
         // whether it is computed in floating point.
         let mut unscaled = vec![false; keys.len()];
         let mut aggs = Vec::new();
-        let mut float = Vec::new();
+        let mut result_types = Vec::new();
         let mut finish = Vec::new();
         for e in &a.aggr_expr {
             let Expr::AggregateFunction(AggregateFunction { func, params }) = unalias(e) else {
                 return Err(err(format!("{e} is not an aggregate function")));
             };
-            if params.distinct || params.filter.is_some() || !params.order_by.is_empty() {
+            if !params.order_by.is_empty() {
                 return Err(err(format!(
-                    "{e}: DISTINCT, FILTER and ORDER BY in aggregates are not supported yet"
+                    "{e}: ORDER BY in aggregates is not supported yet"
                 )));
             }
             let name = func.name().to_ascii_lowercase();
@@ -1038,7 +1251,7 @@ impl Compiler<'_> {
                     Some(Expr::Literal(v, _)) => !v.is_null(),
                     _ => false,
                 };
-            let kind = match name.as_str() {
+            let mut kind = match name.as_str() {
                 "count" if counts_rows => GroupAggKind::CountRows,
                 "count" => GroupAggKind::Count,
                 "sum" => GroupAggKind::Sum,
@@ -1047,21 +1260,59 @@ impl Compiler<'_> {
                 "max" => GroupAggKind::Max,
                 _ => return Err(err(format!("aggregate {e} is not supported yet"))),
             };
+            let mut arg: Option<Expr> = if counts_rows { None } else { arg.cloned() };
+            if params.distinct {
+                if kind != GroupAggKind::Count {
+                    return Err(err(format!(
+                        "{e}: DISTINCT is supported in COUNT(DISTINCT x) only, for now"
+                    )));
+                }
+                kind = GroupAggKind::CountDistinct;
+            }
+            if let Some(condition) = &params.filter {
+                // `agg(x) FILTER (WHERE c)` is `agg(CASE WHEN c THEN x END)`: the rows where c
+                // does not hold have no value; `COUNT(*) FILTER` counts the rows where it holds.
+                let value = arg
+                    .clone()
+                    .unwrap_or(Expr::Literal(ScalarValue::Int64(Some(1)), None));
+                arg = Some(
+                    datafusion_expr::when(condition.as_ref().clone(), value)
+                        .end()
+                        .map_err(|x| err(format!("{e}: {}", x.strip_backtrace())))?,
+                );
+                if kind == GroupAggKind::CountRows {
+                    kind = GroupAggKind::Count;
+                }
+            }
+            let arg = arg.as_ref();
             let arg_type = match arg {
-                Some(x) if !counts_rows => Some(
+                Some(x) => Some(
                     x.get_type(schema)
                         .map_err(|x| err(format!("{e}: {}", x.strip_backtrace())))?,
                 ),
-                _ => None,
+                None => None,
             };
+            let text = arg_type.as_ref().is_some_and(is_text)
+                && matches!(
+                    kind,
+                    GroupAggKind::Min | GroupAggKind::Max | GroupAggKind::CountDistinct
+                );
+            if kind == GroupAggKind::CountDistinct
+                && !(text || arg_type.as_ref().is_some_and(DataType::is_integer))
+            {
+                return Err(err(format!(
+                    "{e}: COUNT(DISTINCT x) of an x that is neither an integer nor a string is \
+                     not supported yet"
+                )));
+            }
             let decimal = matches!(arg_type, Some(DataType::Decimal128(..)));
             let is_float = matches!(
                 arg_type,
                 Some(DataType::Float16 | DataType::Float32 | DataType::Float64)
             );
             if let Some(t) = &arg_type
-                && !(t.is_integer() || decimal || is_float)
-                && kind != GroupAggKind::Count
+                && !(t.is_integer() || decimal || is_float || text)
+                && !matches!(kind, GroupAggKind::Count | GroupAggKind::CountDistinct)
             {
                 return Err(err(format!("{e}: {name} of {t} is not supported yet")));
             }
@@ -1086,8 +1337,15 @@ impl Compiler<'_> {
                 }
                 _ => None,
             };
-            aggs.push(GroupAgg { kind, input });
-            float.push(is_float && kind != GroupAggKind::Count);
+            aggs.push(GroupAgg { kind, input, text });
+            result_types.push(match kind {
+                GroupAggKind::Count | GroupAggKind::CountRows | GroupAggKind::CountDistinct => {
+                    DataType::Int64
+                }
+                _ if text => DataType::Utf8,
+                _ if is_float => DataType::Float64,
+                _ => DataType::Int64,
+            });
             finish.push(if decimal && kind != GroupAggKind::Count {
                 Finish::Unscaled
             } else {
@@ -1115,6 +1373,8 @@ impl Compiler<'_> {
                 DataType::Float16 | DataType::Float32 | DataType::Float64
             ) {
                 DataType::Float64
+            } else if is_text(&data_type) {
+                DataType::Utf8
             } else {
                 DataType::Int64
             });
@@ -1150,7 +1410,7 @@ impl Compiler<'_> {
         let key_names: Vec<String> = (0..key_count).map(|i| format!("__key{i}")).collect();
         let aggregated = pre.key_by(&str_refs(&key_names)).group_aggregate(
             aggs,
-            &float,
+            &result_types,
             changelog.then_some(pre_schema.fields().len() - 1),
         );
         // To the Aggregate's columns (the GROUP BY expressions, then the aggregates), then the
@@ -1188,6 +1448,11 @@ impl Compiler<'_> {
         });
         Ok(Planned::Changelog(result))
     }
+}
+
+/// A string type (whatever its offsets or view).
+fn is_text(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
 
 /// Unscaled decimal values (`Int64`) as the decimal `field` is.
@@ -1304,4 +1569,124 @@ fn parse_duration_ms(text: &str) -> Option<u64> {
         _ => return None,
     };
     number.checked_mul(scale)
+}
+
+/// An interval join's bounds in `conditions` (over the join's `schema`, left columns first): the
+/// comparisons between the two sides' event-time columns, each perhaps shifted by a constant
+/// interval (`r.t BETWEEN l.t - INTERVAL '5' SECOND AND l.t + INTERVAL '10' SECOND`, or the same
+/// as `>=`/`<=`/`>`/`<`), as inclusive bounds of `right time - left time` in milliseconds, as
+/// the runtime's interval join takes them. Found only when they bound the difference from both
+/// sides, as Flink requires; the conditions used are then removed from `conditions`.
+fn interval_bounds(
+    conditions: &mut Vec<Expr>,
+    schema: &DFSchema,
+    left: &DataStream,
+    right: &DataStream,
+) -> Option<(i64, i64)> {
+    use datafusion_expr::Operator;
+    let (left_time, right_time) = (left.time.as_ref()?, right.time.as_ref()?);
+    let left_column = left.schema().index_of(&left_time.column).ok()?;
+    let right_column =
+        left.schema().fields().len() + right.schema().index_of(&right_time.column).ok()?;
+    // A comparison `a op b` as bounds of `right - left` (in column values): which side `a`
+    // reads, and `a`'s and `b`'s offsets.
+    let bound = |a: &Expr, op: Operator, b: &Expr| -> Option<(Option<i64>, Option<i64>)> {
+        let (ia, oa) = time_offset(a, schema)?;
+        let (ib, ob) = time_offset(b, schema)?;
+        // `right + x op left + y` is `right - left op y - x`.
+        let (op, c) = if (ia, ib) == (right_column, left_column) {
+            (op, ob.checked_sub(oa)?)
+        } else if (ia, ib) == (left_column, right_column) {
+            (op.swap()?, oa.checked_sub(ob)?)
+        } else {
+            return None;
+        };
+        match op {
+            Operator::Gt => Some((Some(c.checked_add(1)?), None)),
+            Operator::GtEq => Some((Some(c), None)),
+            Operator::Lt => Some((None, Some(c.checked_sub(1)?))),
+            Operator::LtEq => Some((None, Some(c))),
+            _ => None,
+        }
+    };
+    let mut lower: Option<i64> = None;
+    let mut upper: Option<i64> = None;
+    let mut used = Vec::new();
+    for (i, c) in conditions.iter().enumerate() {
+        let parts: Vec<(Option<i64>, Option<i64>)> = match c {
+            Expr::BinaryExpr(b) => bound(&b.left, b.op, &b.right).into_iter().collect(),
+            Expr::Between(b) if !b.negated => {
+                match (
+                    bound(&b.expr, Operator::GtEq, &b.low),
+                    bound(&b.expr, Operator::LtEq, &b.high),
+                ) {
+                    (Some(l), Some(h)) => vec![l, h],
+                    _ => Vec::new(),
+                }
+            }
+            _ => Vec::new(),
+        };
+        if parts.is_empty() {
+            continue;
+        }
+        for (l, u) in parts {
+            if let Some(l) = l {
+                lower = Some(lower.map_or(l, |x| x.max(l)));
+            }
+            if let Some(u) = u {
+                upper = Some(upper.map_or(u, |x| x.min(u)));
+            }
+        }
+        used.push(i);
+    }
+    let (lower, upper) = (lower?, upper?);
+    for i in used.into_iter().rev() {
+        conditions.remove(i);
+    }
+    // The runtime compares timestamps, a column's value plus its offset.
+    let shift = right_time.offset.checked_sub(left_time.offset)?;
+    Some((lower.checked_add(shift)?, upper.checked_add(shift)?))
+}
+
+/// `e` as a timestamp column of `schema` plus a constant number of milliseconds.
+fn time_offset(e: &Expr, schema: &DFSchema) -> Option<(usize, i64)> {
+    use datafusion_expr::Operator;
+    match e {
+        Expr::Alias(a) => time_offset(&a.expr, schema),
+        Expr::Column(c) => {
+            let i = schema.index_of_column(c).ok()?;
+            matches!(schema.field(i).data_type(), DataType::Timestamp(..)).then_some((i, 0))
+        }
+        Expr::Cast(c) if matches!(c.field.data_type(), DataType::Timestamp(..)) => {
+            time_offset(&c.expr, schema)
+        }
+        Expr::BinaryExpr(b) if matches!(b.op, Operator::Plus | Operator::Minus) => {
+            let (i, o) = time_offset(&b.left, schema)?;
+            let ms = interval_literal_ms(&b.right)?;
+            let o = if b.op == Operator::Plus {
+                o.checked_add(ms)?
+            } else {
+                o.checked_sub(ms)?
+            };
+            Some((i, o))
+        }
+        _ => None,
+    }
+}
+
+/// A constant interval of days and smaller units, in whole milliseconds.
+fn interval_literal_ms(e: &Expr) -> Option<i64> {
+    match e {
+        Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => i64::from(v.days)
+            .checked_mul(86_400_000)?
+            .checked_add(i64::from(v.milliseconds)),
+        Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
+            (v.nanoseconds % 1_000_000 == 0).then_some(())?;
+            i64::from(v.days)
+                .checked_mul(86_400_000)?
+                .checked_add(v.nanoseconds / 1_000_000)
+        }
+        Expr::Cast(c) => interval_literal_ms(&c.expr),
+        _ => None,
+    }
 }

@@ -317,8 +317,9 @@ pub fn sink(stream: &DataStream, table: &TableDef, changelog: bool) -> Result<()
                 }
             };
             let text = text_schema(stream.schema());
-            let as_text =
-                stream.map_batches("to text", text.clone(), move |batch| to_text(&batch, &text));
+            let as_text = stream.map_batches("to text", text.clone(), move |batch| {
+                to_text(&batch, &text, sql_timestamp)
+            });
             as_text.sink(sink);
         }
         "print" => {
@@ -342,7 +343,7 @@ pub fn sink(stream: &DataStream, table: &TableDef, changelog: bool) -> Result<()
     o.done()
 }
 
-/// Flink's print connector's lines: `+I[a, 1, 2023-11-14 22:13:20.5]`, the row kind (from the
+/// Flink's print connector's lines: `+I[a, 1, 2023-11-14T22:13:20.500]`, the row kind (from the
 /// last column of a changelog, else `+I`) and the values (`null` for none).
 fn print_lines(
     batch: &RecordBatch,
@@ -350,11 +351,10 @@ fn print_lines(
     changelog: bool,
 ) -> crate::error::Result<RecordBatch> {
     let fields = batch.num_columns() - usize::from(changelog);
-    let text_schema = text_schema(&Arc::new(Schema::new(
-        batch.schema().fields()[..fields].to_vec(),
-    )));
-    let values = RecordBatch::try_new(text_schema.clone(), batch.columns()[..fields].to_vec())?;
-    let text = to_text(&values, &text_schema)?;
+    let value_schema = Arc::new(Schema::new(batch.schema().fields()[..fields].to_vec()));
+    let text_schema = text_schema(&value_schema);
+    let values = RecordBatch::try_new(value_schema, batch.columns()[..fields].to_vec())?;
+    let text = to_text(&values, &text_schema, print_timestamp)?;
     let options = arrow::util::display::FormatOptions::default().with_null("null");
     let formatters = text
         .columns()
@@ -439,8 +439,28 @@ fn sql_timestamp(ms: i64) -> Option<String> {
     Some(text)
 }
 
-/// Decimals and timestamps as Flink's formats write them.
-fn to_text(batch: &RecordBatch, schema: &SchemaRef) -> crate::error::Result<RecordBatch> {
+/// A `TIMESTAMP(3)` as Flink's print connector shows it (Java's `LocalDateTime`):
+/// `2023-11-14T22:13`, with `:ss` unless the seconds and milliseconds are zero, and `.SSS` unless
+/// the milliseconds are.
+fn print_timestamp(ms: i64) -> Option<String> {
+    let t = arrow::temporal_conversions::timestamp_ms_to_datetime(ms)?;
+    let mut text = t.format("%Y-%m-%dT%H:%M").to_string();
+    let (second, milli) = (ms.div_euclid(1000).rem_euclid(60), ms.rem_euclid(1000));
+    if second != 0 || milli != 0 {
+        text.push_str(&format!(":{second:02}"));
+    }
+    if milli != 0 {
+        text.push_str(&format!(".{milli:03}"));
+    }
+    Some(text)
+}
+
+/// Decimals and timestamps as Flink's formats write them (timestamps through `timestamp`).
+fn to_text(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+    timestamp: fn(i64) -> Option<String>,
+) -> crate::error::Result<RecordBatch> {
     let columns = batch
         .columns()
         .iter()
@@ -449,7 +469,7 @@ fn to_text(batch: &RecordBatch, schema: &SchemaRef) -> crate::error::Result<Reco
                 let ms = cast(c, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
                 let ms = ms.as_primitive::<TimestampMillisecondType>();
                 let strings: arrow::array::StringArray =
-                    ms.iter().map(|v| v.and_then(sql_timestamp)).collect();
+                    ms.iter().map(|v| v.and_then(timestamp)).collect();
                 Ok(Arc::new(strings) as ArrayRef)
             }
             DataType::Decimal128(..) => cast(c, &DataType::Utf8),
@@ -471,6 +491,26 @@ mod tests {
         assert_eq!(rows_among(EventKind::Bid, 100), 92);
         assert_eq!(rows_among(EventKind::Auction, 52), 4);
         assert_eq!(rows_among(EventKind::Bid, 3), 0);
+    }
+
+    #[test]
+    fn timestamps_are_printed_as_flinks_print_connector_prints_them() {
+        assert_eq!(
+            print_timestamp(1_700_000_000_000).unwrap(),
+            "2023-11-14T22:13:20"
+        );
+        assert_eq!(
+            print_timestamp(1_700_000_000_220).unwrap(),
+            "2023-11-14T22:13:20.220"
+        );
+        assert_eq!(
+            print_timestamp(1_699_999_980_000).unwrap(),
+            "2023-11-14T22:13"
+        );
+        assert_eq!(
+            print_timestamp(1_699_999_980_005).unwrap(),
+            "2023-11-14T22:13:00.005"
+        );
     }
 
     #[test]

@@ -48,11 +48,13 @@ impl std::fmt::Debug for Catalog {
     }
 }
 
-/// The scalar and aggregate functions queries may call: DataFusion's, by name and alias.
+/// The scalar, aggregate and window functions queries may call: DataFusion's, by name and alias
+/// (the streaming planner takes `ROW_NUMBER()` of the window functions, for Top-N).
 #[derive(Clone)]
 struct Functions {
     scalar: HashMap<String, Arc<ScalarUDF>>,
     aggregate: HashMap<String, Arc<AggregateUDF>>,
+    window: HashMap<String, Arc<WindowUDF>>,
 }
 
 impl Functions {
@@ -73,7 +75,17 @@ impl Functions {
                 aggregate.insert(name.to_ascii_lowercase(), f.clone());
             }
         }
-        Self { scalar, aggregate }
+        let mut window = HashMap::new();
+        for f in datafusion_functions_window::all_default_window_functions() {
+            for name in std::iter::once(f.name()).chain(f.aliases().iter().map(String::as_str)) {
+                window.insert(name.to_ascii_lowercase(), f.clone());
+            }
+        }
+        Self {
+            scalar,
+            aggregate,
+            window,
+        }
     }
 }
 
@@ -451,8 +463,12 @@ impl ContextProvider for Scope<'_> {
             .cloned()
     }
 
-    fn get_window_meta(&self, _name: &str) -> Option<Arc<WindowUDF>> {
-        None
+    fn get_window_meta(&self, name: &str) -> Option<Arc<WindowUDF>> {
+        self.catalog
+            .functions
+            .window
+            .get(&name.to_ascii_lowercase())
+            .cloned()
     }
 
     fn get_variable_type(&self, _variable_names: &[String]) -> Option<DataType> {
@@ -476,7 +492,7 @@ impl ContextProvider for Scope<'_> {
     }
 
     fn udwf_names(&self) -> Vec<String> {
-        Vec::new()
+        self.catalog.functions.window.keys().cloned().collect()
     }
 }
 

@@ -1,0 +1,540 @@
+//! Flink SQL's Top-N: `ROW_NUMBER() OVER (PARTITION BY k ORDER BY s) AS rn` filtered to
+//! `rn <= N`, over an insert-only input. Each partition key keeps its N first rows by the sort key
+//! in keyed state, and the result is a changelog (the last column, [`OP_COLUMN`]) of the rows that
+//! enter and leave the top N; deduplication is the case N = 1.
+//!
+//! A new row goes after the rows that sort equal to it (the earlier row keeps its rank), except
+//! where [`TopNSpec::new_wins_ties`] says otherwise: Flink's deduplication that keeps the last row
+//! by event time (`ORDER BY ts DESC`, N = 1) lets a row replace one with the same time.
+//!
+//! Without the rank in the output, a row entering the top N is inserted (`+I`) and the row it
+//! pushes out is deleted (`-D`). With the rank (`rn` selected), every row whose rank changes is
+//! updated: the old row at that rank is retracted (`-U`) and the new one added (`+U`), and a rank
+//! that did not exist before is inserted; so a changelog's final state is the top N with their
+//! ranks either way.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use arrow::row::{RowConverter, SortField};
+
+use super::group_aggregate::{OP_COLUMN, RowKind};
+use super::join::JoinedRows;
+use crate::checkpoint::state::{RestoredState, StateWriter};
+use crate::error::{Error, Result};
+use crate::keys::{KeyRows, KeySpec};
+use crate::operator::{Operator, Output, SubtaskInfo};
+use crate::plan::{NodeKind, OperatorFactory, Partitioning};
+use crate::row::{self, Value};
+use crate::state::{KeyedStateBackend, Namespace, ValueState};
+use crate::stream::{DataStream, KeyedStream};
+
+/// One sort column: its index in the input, and its direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SortColumn {
+    pub column: usize,
+    pub descending: bool,
+    pub nulls_first: bool,
+}
+
+/// The complete description of one Top-N.
+#[derive(Debug, Clone)]
+pub struct TopNSpec {
+    /// The partition key.
+    pub key: KeySpec,
+    pub order: Vec<SortColumn>,
+    /// N: how many rows each key keeps (at least 1).
+    pub limit: usize,
+    /// Whether the output has the rank (`UInt64`, from 1) after the input's columns.
+    pub rank: bool,
+    /// Whether a new row goes before the rows that sort equal to it.
+    pub new_wins_ties: bool,
+    /// The input's columns, the rank if [`TopNSpec::rank`], then [`OP_COLUMN`].
+    pub output: SchemaRef,
+}
+
+/// A kept row: its sort key (bytes that compare as the rows sort) and the row.
+type Kept = (Vec<u8>, Vec<u8>);
+
+/// One subtask of a Top-N.
+pub struct TopNOperator<S: KeyedStateBackend> {
+    info: SubtaskInfo,
+    spec: TopNSpec,
+    sorter: RowConverter,
+    state: S,
+    /// Per key, its top rows in rank order.
+    tops: ValueState<Vec<Kept>>,
+    keys: KeyRows,
+    out_rows: JoinedRows,
+    suffix: Vec<u8>,
+}
+
+impl<S: KeyedStateBackend> TopNOperator<S> {
+    /// A subtask of `spec` over input batches of `input`, keeping its rows in `state`.
+    pub fn new(info: SubtaskInfo, spec: TopNSpec, input: &Schema, mut state: S) -> Result<Self> {
+        let fields = spec
+            .order
+            .iter()
+            .map(|o| {
+                let t = input.field(o.column).data_type().clone();
+                SortField::new_with_options(
+                    t,
+                    arrow::compute::SortOptions {
+                        descending: o.descending,
+                        nulls_first: o.nulls_first,
+                    },
+                )
+            })
+            .collect();
+        let sorter = RowConverter::new(fields).map_err(|e| info.fail(e))?;
+        Ok(Self {
+            tops: state.value_state("top-n"),
+            info,
+            spec,
+            sorter,
+            state,
+            keys: KeyRows::default(),
+            out_rows: JoinedRows::default(),
+            suffix: Vec::new(),
+        })
+    }
+
+    /// The keyed state, for inspection in tests.
+    pub fn state(&self) -> &S {
+        &self.state
+    }
+
+    /// Adds `row` at `rank` (from 1) as a change of `kind`.
+    fn emit(&mut self, row: &[u8], rank: usize, kind: RowKind) -> Result<()> {
+        self.suffix.clear();
+        if self.spec.rank {
+            row::encode_owned(
+                &Value::UInt(rank as u64),
+                &DataType::UInt64,
+                &mut self.suffix,
+            )?;
+        }
+        row::encode_owned(&Value::Int(kind as i64), &DataType::Int8, &mut self.suffix)?;
+        self.out_rows.push(row, &self.suffix);
+        Ok(())
+    }
+}
+
+/// What one row did to its key's top rows.
+enum Change {
+    /// It did not enter.
+    None,
+    /// It entered at `at`; `before` is the rows from `at` on as they were.
+    Entered { at: usize, before: Vec<Kept> },
+}
+
+impl<S: KeyedStateBackend> Operator for TopNOperator<S> {
+    fn process(&mut self, _input: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.encode(&self.spec.key, &batch)?;
+        let order: Vec<_> = self
+            .spec
+            .order
+            .iter()
+            .map(|o| batch.column(o.column).clone())
+            .collect();
+        let sort_keys = self
+            .sorter
+            .convert_columns(&order)
+            .map_err(|e| self.info.fail(e))?;
+        let (limit, new_wins) = (self.spec.limit, self.spec.new_wins_ties);
+        let global = Namespace::Global;
+        let mut encoded = Vec::new();
+        for r in 0..batch.num_rows() {
+            let sort = sort_keys.row(r);
+            let sort = sort.as_ref();
+            encoded.clear();
+            row::encode_row(batch.columns(), r, &mut encoded)?;
+            let mut change = Change::None;
+            let mut after: Vec<Kept> = Vec::new();
+            self.state
+                .update(&self.tops, keys.get(r), &global, |slot| {
+                    let top = slot.get_or_insert_with(Vec::new);
+                    let at = if new_wins {
+                        top.partition_point(|(s, _)| s.as_slice() < sort)
+                    } else {
+                        top.partition_point(|(s, _)| s.as_slice() <= sort)
+                    };
+                    if at >= limit {
+                        return;
+                    }
+                    let before = top[at..].to_vec();
+                    top.insert(at, (sort.to_vec(), encoded.clone()));
+                    top.truncate(limit);
+                    after = top[at..].to_vec();
+                    change = Change::Entered { at, before };
+                })?;
+            let Change::Entered { at, before } = change else {
+                continue;
+            };
+            if self.spec.rank {
+                // Every rank from `at` on now holds another row.
+                for (i, (_, new)) in after.iter().enumerate() {
+                    match before.get(i) {
+                        Some((_, old)) => {
+                            self.emit(old, at + i + 1, RowKind::UpdateBefore)?;
+                            self.emit(new, at + i + 1, RowKind::UpdateAfter)?;
+                        }
+                        None => self.emit(new, at + i + 1, RowKind::Insert)?,
+                    }
+                }
+            } else {
+                // Only the row that fell out of the top N (if it is full) and the new one change.
+                if before.len() + at >= limit
+                    && let Some((_, out)) = before.last()
+                {
+                    self.emit(out, limit, RowKind::Delete)?;
+                }
+                self.emit(&encoded, at + 1, RowKind::Insert)?;
+            }
+        }
+        self.keys = keys;
+        self.out_rows.emit(&self.spec.output, &self.info, out)
+    }
+
+    fn snapshot(&mut self, checkpoint_id: u64, out: &mut StateWriter) -> Result<()> {
+        self.state.snapshot(checkpoint_id, out)
+    }
+
+    fn restore(&mut self, state: &RestoredState) -> Result<()> {
+        self.state.restore(state)
+    }
+}
+
+/// A Top-N of a [`KeyedStream`]: how it sorts and how many rows it keeps.
+#[derive(Debug, Clone)]
+pub struct TopN {
+    pub order: Vec<SortColumn>,
+    pub limit: usize,
+    pub rank: bool,
+    pub new_wins_ties: bool,
+}
+
+impl KeyedStream {
+    /// The first `top.limit` rows of each key by `top.order`, as a changelog (Flink SQL's Top-N
+    /// over an insert-only input; see the module docs). The output is this stream's columns, the
+    /// rank (`UInt64`) if `top.rank`, then [`OP_COLUMN`], without event time.
+    pub fn top_n(&self, top: TopN) -> DataStream {
+        let stream = &self.stream;
+        let name = "top_n".to_owned();
+        let input = stream.schema.clone();
+        let mut fields: Vec<Field> = input
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        if top.rank {
+            fields.push(Field::new("__rank", DataType::UInt64, true));
+        }
+        fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
+        let output: SchemaRef = Arc::new(Schema::new(fields));
+        if top.limit == 0 {
+            stream
+                .env
+                .error(Error::plan(&name, "a Top-N keeps at least one row"));
+            return stream.clone();
+        }
+        if let Some(o) = top.order.iter().find(|o| o.column >= input.fields().len()) {
+            stream.env.error(Error::plan(
+                &name,
+                format!("sort column {} is not in the input", o.column),
+            ));
+            return stream.clone();
+        }
+        let spec = TopNSpec {
+            key: self.key.clone(),
+            order: top.order,
+            limit: top.limit,
+            rank: top.rank,
+            new_wins_ties: top.new_wins_ties,
+            output: output.clone(),
+        };
+        let factory: OperatorFactory = Arc::new(move |info| {
+            Ok(Box::new(TopNOperator::new(
+                info.clone(),
+                spec.clone(),
+                &input,
+                crate::state::Backend::for_subtask(info)?,
+            )?) as Box<dyn Operator>)
+        });
+        let env = &stream.env;
+        let node = env.add_node(
+            name,
+            stream.parallelism(),
+            NodeKind::Operator { factory, inputs: 1 },
+            output.clone(),
+            Vec::new(),
+        );
+        env.add_edge(stream, node, 0, Partitioning::Hash(self.key.clone()));
+        stream.derived(node, output, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::operator::Emitted;
+    use crate::row::{Row, batch_from_rows, rows_of};
+
+    fn info() -> SubtaskInfo {
+        SubtaskInfo {
+            name: "top".into(),
+            index: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            state: Default::default(),
+        }
+    }
+
+    /// `k` (partition), `p` (price), `t` (time).
+    fn input() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("p", DataType::Int64, true),
+            Field::new("t", DataType::Int64, false),
+        ]))
+    }
+
+    fn operator(
+        limit: usize,
+        rank: bool,
+        order: Vec<SortColumn>,
+        new_wins_ties: bool,
+    ) -> TopNOperator<crate::state::MemoryStateBackend> {
+        let schema = input();
+        let key = KeySpec::resolve("top", &schema, &["k"]).unwrap();
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        if rank {
+            fields.push(Field::new("__rank", DataType::UInt64, true));
+        }
+        fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
+        let spec = TopNSpec {
+            key,
+            order,
+            limit,
+            rank,
+            new_wins_ties,
+            output: Arc::new(Schema::new(fields)),
+        };
+        TopNOperator::new(
+            info(),
+            spec,
+            &schema,
+            crate::state::MemoryStateBackend::default(),
+        )
+        .unwrap()
+    }
+
+    fn price_desc_then_time() -> Vec<SortColumn> {
+        vec![
+            SortColumn {
+                column: 1,
+                descending: true,
+                nulls_first: false,
+            },
+            SortColumn {
+                column: 2,
+                descending: false,
+                nulls_first: false,
+            },
+        ]
+    }
+
+    fn batch(rows: &[(&str, Option<i64>, i64)]) -> RecordBatch {
+        let rows: Vec<Row> = rows
+            .iter()
+            .map(|(k, p, t)| {
+                vec![
+                    Value::from(*k),
+                    p.map_or(Value::Null, Value::Int),
+                    Value::Int(*t),
+                ]
+            })
+            .collect();
+        batch_from_rows(&input(), &rows).unwrap()
+    }
+
+    /// The changelog as (kind, row as text) in order.
+    fn changes(out: &mut Output) -> Vec<(RowKind, String)> {
+        let mut changes = Vec::new();
+        for e in out.drain() {
+            if let Emitted::Data(b) = e {
+                for r in rows_of(&b).unwrap() {
+                    let (op, values) = r.split_last().unwrap();
+                    let kind = RowKind::from_code(op.as_i64().unwrap() as i8).unwrap();
+                    let text: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+                    changes.push((kind, text.join(",")));
+                }
+            }
+        }
+        changes
+    }
+
+    /// A changelog's final state: the rows added and not retracted since, with multiplicity.
+    fn final_state(changes: &[(RowKind, String)]) -> BTreeMap<String, i64> {
+        let mut state = BTreeMap::new();
+        for (kind, row) in changes {
+            *state.entry(row.clone()).or_insert(0) += if kind.retracts() { -1 } else { 1 };
+        }
+        state.retain(|_, n| *n != 0);
+        state
+    }
+
+    /// The top `n` of `rows` per key by price descending then time, with ranks if `rank`, by
+    /// sorting every row seen (a stable sort: earlier rows first among equals).
+    fn brute_force(
+        rows: &[(&str, Option<i64>, i64)],
+        n: usize,
+        rank: bool,
+    ) -> BTreeMap<String, i64> {
+        let mut by_key: BTreeMap<&str, Vec<(Option<i64>, i64)>> = BTreeMap::new();
+        for (k, p, t) in rows {
+            by_key.entry(k).or_default().push((*p, *t));
+        }
+        let mut state = BTreeMap::new();
+        for (k, mut rows) in by_key {
+            // DESC, nulls last: None after every price.
+            rows.sort_by(|a, b| match (a.0, b.0) {
+                (Some(x), Some(y)) => y.cmp(&x).then(a.1.cmp(&b.1)),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => a.1.cmp(&b.1),
+            });
+            for (i, (p, t)) in rows.into_iter().take(n).enumerate() {
+                let mut text = vec![
+                    format!("{:?}", Value::from(k)),
+                    format!("{:?}", p.map_or(Value::Null, Value::Int)),
+                    format!("{:?}", Value::Int(t)),
+                ];
+                if rank {
+                    text.push(format!("{:?}", Value::UInt(i as u64 + 1)));
+                }
+                *state.entry(text.join(",")).or_insert(0) += 1;
+            }
+        }
+        state
+    }
+
+    #[test]
+    fn the_changelog_ends_in_the_top_n_of_every_key_with_or_without_ranks() {
+        // A deterministic pseudo-random input: 3 keys, prices with repeats and nulls, distinct
+        // times, in several batches.
+        let mut rows = Vec::new();
+        let mut x: u64 = 7;
+        for t in 0..400 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let key = ["a", "b", "c"][(x >> 33) as usize % 3];
+            let price = ((x >> 40) % 50) as i64;
+            rows.push((key, (price != 0).then_some(price), t));
+        }
+        for rank in [false, true] {
+            for n in [1, 3, 10] {
+                let mut op = operator(n, rank, price_desc_then_time(), false);
+                let mut out = Output::default();
+                let mut log = Vec::new();
+                for chunk in rows.chunks(37) {
+                    op.process(0, batch(chunk), &mut out).unwrap();
+                    log.extend(changes(&mut out));
+                }
+                assert_eq!(
+                    final_state(&log),
+                    brute_force(&rows, n, rank),
+                    "n = {n}, rank = {rank}"
+                );
+                assert!(
+                    final_state(&log).values().all(|&c| c == 1),
+                    "nothing retracted that was not there"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_that_ranks_changes_only_what_it_moves() {
+        let mut op = operator(2, true, price_desc_then_time(), false);
+        let mut out = Output::default();
+        op.process(0, batch(&[("a", Some(5), 1), ("a", Some(3), 2)]), &mut out)
+            .unwrap();
+        let inserted: Vec<RowKind> = changes(&mut out).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(inserted, [RowKind::Insert, RowKind::Insert]);
+        // Lower than both: not in the top 2, nothing.
+        op.process(0, batch(&[("a", Some(1), 3)]), &mut out)
+            .unwrap();
+        assert!(changes(&mut out).is_empty());
+        // Between: rank 2 changes hands, rank 1 stays.
+        op.process(0, batch(&[("a", Some(4), 4)]), &mut out)
+            .unwrap();
+        let c = changes(&mut out);
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert_eq!(c[0].0, RowKind::UpdateBefore);
+        assert!(
+            c[0].1.contains("Int(3)") && c[0].1.ends_with("UInt(2)"),
+            "{c:?}"
+        );
+        assert_eq!(c[1].0, RowKind::UpdateAfter);
+        assert!(
+            c[1].1.contains("Int(4)") && c[1].1.ends_with("UInt(2)"),
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn deduplication_keeps_the_first_or_the_last_row_by_time() {
+        let by_time = |descending| {
+            vec![SortColumn {
+                column: 2,
+                descending,
+                nulls_first: false,
+            }]
+        };
+        // Keep first (ORDER BY t ASC): a later row, even at the same time, never replaces it.
+        let mut first = operator(1, false, by_time(false), false);
+        let mut out = Output::default();
+        first
+            .process(
+                0,
+                batch(&[("a", Some(1), 10), ("a", Some(2), 10), ("a", Some(3), 11)]),
+                &mut out,
+            )
+            .unwrap();
+        let c = changes(&mut out);
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert!(c[0].1.contains("Int(1)"), "{c:?}");
+        // Keep last (ORDER BY t DESC, ties to the new row): every row at or after the time wins.
+        let mut last = operator(1, false, by_time(true), true);
+        last.process(
+            0,
+            batch(&[("a", Some(1), 10), ("a", Some(2), 10), ("a", Some(3), 9)]),
+            &mut out,
+        )
+        .unwrap();
+        let c = changes(&mut out);
+        let kinds: Vec<RowKind> = c.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            kinds,
+            [RowKind::Insert, RowKind::Delete, RowKind::Insert],
+            "{c:?}"
+        );
+        assert_eq!(
+            final_state(&c).keys().collect::<Vec<_>>(),
+            [&format!(
+                "{:?},{:?},{:?}",
+                Value::from("a"),
+                Value::Int(2),
+                Value::Int(10)
+            )]
+        );
+    }
+}
