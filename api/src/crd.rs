@@ -50,7 +50,8 @@ use crate::DEFAULT_MAX_PARALLELISM;
     validation = Rule::new("self.job.parallelism <= self.job.maxParallelism").message("job.parallelism must not exceed job.maxParallelism (the number of key groups)"),
     validation = Rule::new("self.job.upgradeMode == 'stateless' || has(self.checkpointing)").message("upgradeMode savepoint and last-state need spec.checkpointing (where the snapshots go)"),
     validation = Rule::new("self.job.maxParallelism == oldSelf.job.maxParallelism").message("job.maxParallelism is immutable: state is partitioned into that many key groups"),
-    validation = Rule::new("!has(self.savepoints) || has(self.checkpointing)").message("spec.savepoints needs spec.checkpointing (savepoints go to its storage)")
+    validation = Rule::new("!has(self.savepoints) || has(self.checkpointing)").message("spec.savepoints needs spec.checkpointing (savepoints go to its storage)"),
+    validation = Rule::new("has(self.job.name) != has(self.job.sql)").message("exactly one of job.name (a built-in job) and job.sql (a Flink SQL script) must be set")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FlinkJobSpec {
@@ -103,10 +104,19 @@ pub enum PullPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobSection {
-    /// A job built into the image (`strom jobs`).
+    /// A job built into the image (`strom jobs`). Exactly one of `name` and `sql`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
-    pub name: String,
-    /// Arguments of the built-in job (events, seed, eventsPerSecond, rateLimit, output, ...).
+    pub name: Option<String>,
+    /// A Flink SQL script (`CREATE TABLE`, `CREATE VIEW`, `SET`, `INSERT INTO`), run as `strom sql`
+    /// runs a file; its errors fail the job with their line and column. `job.parallelism` wins over
+    /// the script's `SET 'parallelism.default'`. Exactly one of `name` and `sql`. At most 256 KiB
+    /// (the status keeps the spec of the run and of the last stable run, within etcd's object size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 262144))]
+    pub sql: Option<String>,
+    /// Arguments of the built-in job (events, seed, eventsPerSecond, rateLimit, output, ...); of a
+    /// SQL job, only `restart`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "free_form")]
     pub args: BTreeMap<String, serde_json::Value>,
@@ -466,6 +476,7 @@ mod tests {
             "self.job.parallelism <= self.job.maxParallelism",
             "self.job.maxParallelism == oldSelf.job.maxParallelism",
             "has(self.checkpointing)",
+            "has(self.job.name) != has(self.job.sql)",
         ] {
             assert!(json.contains(rule), "{rule} missing");
         }
@@ -484,5 +495,15 @@ mod tests {
         assert_eq!(spec.job.state, DesiredState::Running);
         assert_eq!(spec.task_manager.slots, 1);
         assert_eq!(spec.job_manager.replicas, 1);
+        assert_eq!(spec.job.name.as_deref(), Some("q5"));
+        assert_eq!(spec.job.sql, None);
+        let sql: FlinkJobSpec = serde_json::from_value(serde_json::json!({
+            "image": "strom/worker:dev",
+            "job": {"sql": "INSERT INTO out SELECT * FROM src;", "parallelism": 2}
+        }))
+        .unwrap();
+        assert_eq!(sql.job.name, None);
+        let json = serde_json::to_value(&sql).unwrap();
+        assert!(json["job"].get("name").is_none(), "{json}");
     }
 }

@@ -1,5 +1,6 @@
-//! What a job is, as the JobManager accepts it: a built-in job by name with its inputs, the engine
-//! settings, checkpointing, restarts, where the results go and what it restores from. The operator
+//! What a job is, as the JobManager accepts it: a built-in job by name with its inputs, or a Flink
+//! SQL script; the engine settings, checkpointing, restarts, where the results go and what it
+//! restores from. The operator
 //! writes the same structure from a `FlinkJob`; the worker's `jobmanager` role reads it from its
 //! configuration file or a REST submission.
 
@@ -7,12 +8,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::{ConfigError, EngineConfig};
 
-/// One job.
+/// One job: a built-in job (`name`) or a Flink SQL script (`sql`), exactly one of the two.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobSpec {
     /// The built-in job (`strom jobs` lists them), e.g. `q5` or `auction-stats`.
-    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A Flink SQL script, the text `strom sql FILE` runs: its tables are its inputs and outputs
+    /// (the built-in jobs' `events`, `rateLimit`, `output`, ... do not apply). The engine's
+    /// parallelism wins over the script's `SET 'parallelism.default'`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<String>,
     /// Input records (bids for the Nexmark jobs); `null` for an unbounded job.
     #[serde(default)]
     pub events: Option<u64>,
@@ -127,6 +134,14 @@ pub enum OutputSpec {
 pub enum JobSpecError {
     #[error("job name must not be empty")]
     NoName,
+    #[error("job sql must not be empty")]
+    NoSql,
+    #[error("a job is either a built-in job (name) or a Flink SQL script (sql), not both")]
+    NameAndSql,
+    #[error("a job needs a built-in job (name) or a Flink SQL script (sql)")]
+    NeitherNameNorSql,
+    #[error("{0} is for built-in jobs; a SQL job reads and writes the tables its script declares")]
+    NotForSql(&'static str),
     #[error("engine: {0}")]
     Engine(#[from] ConfigError),
     #[error("checkpoints.storage must not be empty")]
@@ -140,10 +155,20 @@ pub enum JobSpecError {
 }
 
 impl JobSpec {
-    /// A job with defaults for everything but its name.
+    /// A built-in job with defaults for everything but its name.
     pub fn named(name: &str) -> Self {
         Self {
-            name: name.to_owned(),
+            name: Some(name.to_owned()),
+            sql: None,
+            ..Self::sql("")
+        }
+    }
+
+    /// A Flink SQL job with defaults for everything but its script.
+    pub fn sql(script: &str) -> Self {
+        Self {
+            name: None,
+            sql: Some(script.to_owned()),
             events: None,
             seed: 0,
             events_per_second: default_events_per_second(),
@@ -158,10 +183,36 @@ impl JobSpec {
         }
     }
 
-    /// Checks what can be checked without I/O.
+    /// What the job is called: the built-in job's name, or `sql` for a SQL script.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or("sql")
+    }
+
+    /// Checks what can be checked without I/O (a SQL script is planned by the worker, which
+    /// reports its errors with line and column).
     pub fn validate(&self) -> Result<(), JobSpecError> {
-        if self.name.trim().is_empty() {
-            return Err(JobSpecError::NoName);
+        match (&self.name, &self.sql) {
+            (Some(_), Some(_)) => return Err(JobSpecError::NameAndSql),
+            (None, None) => return Err(JobSpecError::NeitherNameNorSql),
+            (Some(name), None) if name.trim().is_empty() => return Err(JobSpecError::NoName),
+            (None, Some(sql)) if sql.trim().is_empty() => return Err(JobSpecError::NoSql),
+            (None, Some(_)) => {
+                // What only a built-in job reads (the rest have defaults, so an explicit value
+                // cannot be told from none).
+                if self.events.is_some() {
+                    return Err(JobSpecError::NotForSql("events"));
+                }
+                if self.rate_limit.is_some() {
+                    return Err(JobSpecError::NotForSql("rateLimit"));
+                }
+                if self.sink_rate_limit.is_some() {
+                    return Err(JobSpecError::NotForSql("sinkRateLimit"));
+                }
+                if self.output != OutputSpec::Discard {
+                    return Err(JobSpecError::NotForSql("output"));
+                }
+            }
+            (Some(_), None) => {}
         }
         self.engine.validate()?;
         if let Some(c) = &self.checkpoints {
@@ -233,8 +284,65 @@ mod tests {
         );
         let mut spec = JobSpec::named(" ");
         assert_eq!(spec.validate(), Err(JobSpecError::NoName));
-        spec.name = "q5".into();
+        spec.name = Some("q5".into());
         spec.restore_from = Some("savepoints/savepoint-1".into());
         assert_eq!(spec.validate(), Err(JobSpecError::RestoreNeedsStorage));
+    }
+
+    #[test]
+    fn a_job_is_a_built_in_job_or_a_sql_script_exactly_one() {
+        let script = "CREATE TABLE t (x INT) WITH ('connector' = 'datagen');";
+        // Either alone is accepted, as JSON too.
+        let named: JobSpec = serde_json::from_str(r#"{"name":"q5"}"#).unwrap();
+        assert_eq!(named.validate(), Ok(()));
+        assert_eq!(named.label(), "q5");
+        let sql: JobSpec = serde_json::from_value(serde_json::json!({"sql": script})).unwrap();
+        assert_eq!(sql, JobSpec::sql(script));
+        assert_eq!(sql.validate(), Ok(()));
+        assert_eq!(sql.label(), "sql");
+        // Neither is written when absent.
+        let json = serde_json::to_value(&sql).unwrap();
+        assert!(json.get("name").is_none(), "{json}");
+        assert_eq!(serde_json::from_value::<JobSpec>(json).unwrap(), sql);
+        assert!(serde_json::to_value(&named).unwrap().get("sql").is_none());
+
+        // Both, or neither, are rejected.
+        let mut both = JobSpec::named("q5");
+        both.sql = Some(script.into());
+        assert_eq!(both.validate(), Err(JobSpecError::NameAndSql));
+        let neither: JobSpec = serde_json::from_str(r#"{"engine":{"parallelism":2}}"#).unwrap();
+        assert_eq!(neither.validate(), Err(JobSpecError::NeitherNameNorSql));
+        assert_eq!(
+            JobSpec::sql(" \n").validate(),
+            Err(JobSpecError::NoSql),
+            "a blank script"
+        );
+
+        // A SQL job's inputs and outputs are its tables: the built-in jobs' arguments are errors.
+        let mut with_output = JobSpec::sql(script);
+        with_output.output = OutputSpec::Print;
+        assert_eq!(
+            with_output.validate(),
+            Err(JobSpecError::NotForSql("output"))
+        );
+        let mut with_events = JobSpec::sql(script);
+        with_events.events = Some(10);
+        assert!(
+            with_events
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("events is for built-in jobs")
+        );
+        // What applies to every job still does.
+        let mut checkpointed = JobSpec::sql(script);
+        checkpointed.checkpoints = Some(CheckpointSpec {
+            storage: "/tmp/c".into(),
+            interval_ms: 100,
+            timeout_ms: 1000,
+            mode: CheckpointMode::ExactlyOnce,
+            retain: 0,
+        });
+        assert_eq!(checkpointed.validate(), Err(JobSpecError::ZeroRetain));
     }
 }

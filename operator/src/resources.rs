@@ -37,6 +37,9 @@ const JOB_ARGS: &[&str] = &[
     "restart",
 ];
 
+/// The arguments of `job.args` a SQL job takes (its inputs and outputs are its tables).
+const SQL_JOB_ARGS: &[&str] = &["restart"];
+
 /// A spec the API server accepted but that cannot run; the resource is `Stalled` with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -185,9 +188,21 @@ pub fn job_spec(
                 JOB_ARGS.join(", ")
             )));
         }
+        if spec.job.sql.is_some() && !SQL_JOB_ARGS.contains(&key.as_str()) {
+            return Err(InvalidSpec(format!(
+                "job.args.{key} is an argument of built-in jobs; a SQL job reads and writes the \
+                 tables its script declares (its arguments are {})",
+                SQL_JOB_ARGS.join(", ")
+            )));
+        }
         job.insert(key.clone(), value.clone());
     }
-    job.insert("name".into(), json!(spec.job.name));
+    if let Some(name) = &spec.job.name {
+        job.insert("name".into(), json!(name));
+    }
+    if let Some(sql) = &spec.job.sql {
+        job.insert("sql".into(), json!(sql));
+    }
     let mut engine = serde_json::to_value(EngineConfig::default())
         .map_err(|e| InvalidSpec(format!("engine: {e}")))?;
     if let Some(defaults) = engine.as_object_mut() {
@@ -614,7 +629,8 @@ mod tests {
             restore_from: Some("s3://ckpt/jobs/fj-0#savepoints/savepoint-0000000004"),
         };
         let job = job_spec(&T, &s, &run).unwrap();
-        assert_eq!(job.name, "auction-stats");
+        assert_eq!(job.name.as_deref(), Some("auction-stats"));
+        assert_eq!(job.sql, None);
         assert_eq!(job.events, Some(1000));
         assert_eq!(job.engine.parallelism, 3);
         assert_eq!(job.engine.max_parallelism, 128);
@@ -653,6 +669,46 @@ mod tests {
         v["job"]["args"]["events"] = json!("many");
         assert!(validate(&T, &spec(v)).unwrap_err().0.contains("job.args"));
         assert!(validate(&T, &spec(base())).is_ok());
+    }
+
+    #[test]
+    fn a_sql_job_carries_its_script_and_takes_no_built_in_arguments() {
+        let script = "CREATE TABLE t (x INT) WITH ('connector' = 'datagen');";
+        let mut v = base();
+        v["job"] = json!({"sql": script, "parallelism": 2,
+                          "args": {"restart": {"strategy": "none"}}});
+        let s = spec(v.clone());
+        let run = Run {
+            job_id: "fj-1",
+            restore_from: None,
+        };
+        let job = job_spec(&T, &s, &run).unwrap();
+        assert_eq!(job.sql.as_deref(), Some(script));
+        assert_eq!(job.name, None);
+        assert_eq!(job.engine.parallelism, 2);
+        assert_eq!(job.restart, strom_api::RestartSpec::None);
+        let cm = config_map(&T, &s, &run).unwrap().data.unwrap();
+        let jm: Value = serde_yaml::from_str(&cm["jobmanager.yaml"]).unwrap();
+        assert_eq!(jm["job"]["sql"], script);
+        assert!(jm["job"].get("name").is_none(), "{jm}");
+
+        v["job"]["args"] = json!({"output": {"kind": "print"}});
+        let e = validate(&T, &spec(v.clone())).unwrap_err().0;
+        assert!(
+            e.contains("job.args.output is an argument of built-in jobs"),
+            "{e}"
+        );
+        // Both or neither (what the CRD's rule refuses, should it be missing).
+        v["job"]["args"] = json!({});
+        v["job"]["name"] = json!("q5");
+        let e = validate(&T, &spec(v.clone())).unwrap_err().0;
+        assert!(e.contains("not both"), "{e}");
+        v["job"] = json!({"parallelism": 2});
+        let e = validate(&T, &spec(v)).unwrap_err().0;
+        assert!(
+            e.contains("needs a built-in job (name) or a Flink SQL script (sql)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `FlinkJob` CRD (`crds/flinkjob.yaml`, generated from `api/src/crd.rs`) on the test bed's real
 //! API server: valid resources are accepted with their defaults; a table of invalid ones is
-//! rejected by the schema or the CEL rules with a readable message; `kubectl scale` goes through
+//! rejected by the schema or the CEL rules with a readable message (a job is a built-in one by
+//! `name` or a Flink SQL script, `sql`: exactly one); `kubectl scale` goes through
 //! the scale subresource to the job's parallelism, and the CEL rules hold there too.
 
 use std::path::Path;
@@ -59,6 +60,24 @@ async fn the_flinkjob_crd_accepts_good_jobs_and_rejects_bad_ones_with_reasons() 
     assert_eq!(got["spec"]["job"]["maxParallelism"], 128, "{got}");
     assert_eq!(got["spec"]["job"]["upgradeMode"], "savepoint");
     assert_eq!(got["spec"]["taskManager"]["slots"], 1);
+
+    // A Flink SQL job instead of a built-in one: `sql` without `name`.
+    let sql = job(
+        "sql",
+        "  image: strom/worker:dev\n  job:\n    parallelism: 2\n    upgradeMode: stateless\n    sql: |\n      CREATE TABLE t (x BIGINT) WITH ('connector' = 'datagen');\n      INSERT INTO t SELECT x FROM t;\n",
+    );
+    let (ok, out) = apply(bed, &ns, &sql);
+    assert!(ok, "{out}");
+    let got = run_ok(bed.kubectl().args([
+        "get",
+        "fj",
+        "sql",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.spec.job.sql}",
+    ]));
+    assert!(got.starts_with("CREATE TABLE t"), "{got}");
 
     // The scale subresource is the parallelism; the rules hold through it.
     run_ok(
@@ -120,6 +139,21 @@ async fn the_flinkjob_crd_accepts_good_jobs_and_rejects_bad_ones_with_reasons() 
             "savepoints-nowhere",
             "  image: i\n  job: {name: q5, parallelism: 1, upgradeMode: stateless}\n  savepoints: {intervalSeconds: 60}\n",
             "spec.savepoints needs spec.checkpointing",
+        ),
+        (
+            "name-and-sql",
+            "  image: i\n  job: {name: q5, sql: 'SELECT 1;', parallelism: 1, upgradeMode: stateless}\n",
+            "exactly one of job.name (a built-in job) and job.sql (a Flink SQL script) must be set",
+        ),
+        (
+            "neither",
+            "  image: i\n  job: {parallelism: 1, upgradeMode: stateless}\n",
+            "exactly one of job.name (a built-in job) and job.sql (a Flink SQL script) must be set",
+        ),
+        (
+            "empty-sql",
+            "  image: i\n  job: {sql: '', parallelism: 1, upgradeMode: stateless}\n",
+            "spec.job.sql",
         ),
         (
             "slots",

@@ -9,3 +9,4 @@ mod kubelet;
 mod operator;
 mod operator_faults;
 mod s3;
+mod sql_jobs;

@@ -146,6 +146,42 @@ pub struct JobMaster {
     next_request: AtomicU64,
 }
 
+impl JobMaster {
+    fn new(
+        id: String,
+        spec: JobSpec,
+        vertices: Vec<Vertex>,
+        numbering: Vec<(usize, u32, bool)>,
+        slots: u32,
+        state: JobState,
+    ) -> Arc<Self> {
+        let (events, events_rx) = crossbeam_channel::unbounded();
+        Arc::new(JobMaster {
+            id,
+            spec,
+            vertices,
+            numbering,
+            slots,
+            status: Mutex::new(Progress {
+                state,
+                message: None,
+                attempt: 0,
+                restarts: 0,
+                start_ms: now_millis(),
+                end_ms: None,
+                failure: None,
+                placement: Vec::new(),
+            }),
+            events,
+            events_rx,
+            checkpoints: Arc::new(CheckpointStats::default()),
+            coordinator: Mutex::new(None),
+            savepoints: Mutex::new(BTreeMap::new()),
+            next_request: AtomicU64::new(1),
+        })
+    }
+}
+
 impl std::fmt::Debug for JobMaster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JobMaster").field("id", &self.id).finish()
@@ -283,11 +319,35 @@ impl JobManager {
         }
         for record in records {
             let terminal = record.terminal.as_deref().and_then(JobState::parse);
-            if let Err(e) = self.start_job(record.id.clone(), record.spec, terminal) {
+            if let Err(e) = self.start_job(record.id.clone(), record.spec.clone(), terminal) {
                 tracing::error!(job = %record.id, error = %e, "cannot start a recorded job");
+                // Not even planned (a SQL script with an error, an unknown built-in job): the job
+                // is FAILED with the reason, so that whoever watches it over REST (the operator)
+                // learns why instead of waiting for a job that never comes.
+                if self.job(&record.id).is_none() {
+                    self.unplanned(record.id, record.spec, terminal, e.to_string());
+                }
             }
         }
         Ok(())
+    }
+
+    /// Registers a job that cannot be planned: FAILED with `reason` (and recorded so), unless it
+    /// had ended already.
+    fn unplanned(&self, id: String, spec: JobSpec, ended: Option<JobState>, reason: String) {
+        let state = ended.unwrap_or(JobState::Failed);
+        let master = JobMaster::new(id.clone(), spec, Vec::new(), Vec::new(), 1, state);
+        {
+            let mut s = master.status.lock();
+            s.end_ms = Some(s.start_ms);
+            if ended.is_none() {
+                s.failure = Some(reason);
+            }
+        }
+        self.jobs.lock().insert(id, master.clone());
+        if ended.is_none() {
+            self.record_terminal(&master, JobState::Failed);
+        }
     }
 
     /// Accepts a job (REST or configuration) and starts its job master.
@@ -297,7 +357,7 @@ impl JobManager {
         let id = id.unwrap_or_else(|| {
             format!(
                 "{}-{:x}",
-                spec.name,
+                spec.label(),
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis())
@@ -335,30 +395,14 @@ impl JobManager {
             })
             .collect();
         let slots = vertices.iter().map(|v| v.parallelism).max().unwrap_or(1);
-        let (events, events_rx) = crossbeam_channel::unbounded();
-        let master = Arc::new(JobMaster {
-            id: id.clone(),
-            spec: spec.clone(),
+        let master = JobMaster::new(
+            id.clone(),
+            spec.clone(),
             vertices,
             numbering,
             slots,
-            status: Mutex::new(Progress {
-                state: terminal.unwrap_or(JobState::Created),
-                message: None,
-                attempt: 0,
-                restarts: 0,
-                start_ms: now_millis(),
-                end_ms: None,
-                failure: None,
-                placement: Vec::new(),
-            }),
-            events,
-            events_rx,
-            checkpoints: Arc::new(CheckpointStats::default()),
-            coordinator: Mutex::new(None),
-            savepoints: Mutex::new(BTreeMap::new()),
-            next_request: AtomicU64::new(1),
-        });
+            terminal.unwrap_or(JobState::Created),
+        );
         self.jobs.lock().insert(id.clone(), master.clone());
         if terminal.is_some() {
             return Ok(());
@@ -659,7 +703,7 @@ impl JobManager {
             drop(lines);
             let writer = SnapshotWriter::new(
                 c.store.clone(),
-                &job.spec.name,
+                job.spec.label(),
                 job.spec.engine.max_parallelism,
             );
             job.checkpoints.new_attempt();
@@ -1204,7 +1248,7 @@ impl JobManager {
         taskmanagers.dedup();
         JobStatus {
             id: job.id.clone(),
-            name: job.spec.name.clone(),
+            name: job.spec.label().to_owned(),
             state: s.state,
             message: s.message,
             attempt: s.attempt,

@@ -71,8 +71,12 @@ pub fn open_store(location: &str) -> Result<Arc<dyn CheckpointStore>> {
     Ok(Arc::new(LocalStore::new(path)))
 }
 
-/// The dataflow of a job spec (the same on every process that builds it).
+/// The dataflow of a job spec (the same on every process that builds it): a built-in job, or a
+/// Flink SQL script planned as `strom sql` plans a file.
 pub fn job_graph(spec: &JobSpec) -> Result<LogicalGraph> {
+    if let Some(script) = &spec.sql {
+        return sql_graph(spec, script);
+    }
     let output = match &spec.output {
         OutputSpec::Print => JobOutput::Print,
         OutputSpec::Discard => JobOutput::Discard,
@@ -80,7 +84,7 @@ pub fn job_graph(spec: &JobSpec) -> Result<LogicalGraph> {
             JobOutput::ExactlyOnce(ExactlyOnceFileSink::new(open_store(path)?, RESULTS_DIR))
         }
     };
-    let env = StreamEnv::new(&spec.name, spec.engine.clone());
+    let env = StreamEnv::new(spec.label(), spec.engine.clone());
     let args = JobArgs {
         events: spec.events.unwrap_or(JobArgs::default().events),
         seed: spec.seed,
@@ -88,7 +92,33 @@ pub fn job_graph(spec: &JobSpec) -> Result<LogicalGraph> {
         rate_limit: spec.rate_limit,
         sink_rate_limit: spec.sink_rate_limit,
     };
-    jobs::build(&env, &spec.name, &args, &output)?;
+    jobs::build(&env, spec.label(), &args, &output)?;
+    env.build()
+}
+
+/// A SQL script's dataflow. The spec's parallelism wins over the script's
+/// `SET 'parallelism.default'`: it is what the slots were sized for (a `FlinkJob`'s
+/// `job.parallelism`, which `kubectl scale` changes). `EXPLAIN` statements are left out. A
+/// script that does not plan is an [`Error::Plan`] of the operator `sql` whose message names the
+/// line and column.
+fn sql_graph(spec: &JobSpec, script: &str) -> Result<LogicalGraph> {
+    let failed = |e: crate::sql::SqlError| Error::plan("sql", e.to_string());
+    let planned = crate::sql::plan_script(script).map_err(failed)?;
+    if let Some((_, value)) = planned
+        .settings
+        .iter()
+        .rev()
+        .find(|(key, _)| key == "parallelism.default")
+        && value.trim() != spec.engine.parallelism.to_string()
+    {
+        tracing::warn!(
+            set = %value,
+            parallelism = spec.engine.parallelism,
+            "the script's SET 'parallelism.default' is overridden by the job's parallelism"
+        );
+    }
+    let env = StreamEnv::new(spec.label(), spec.engine.clone());
+    crate::sql::compile::compile(&planned, &env).map_err(failed)?;
     env.build()
 }
 
@@ -140,4 +170,44 @@ pub fn restore_from(spec: &JobSpec) -> Result<Option<(SnapshotRef, String)>> {
         None => snapshot.dir.clone(),
     };
     Ok(Some((snapshot, location)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const SCRIPT: &str = "SET 'parallelism.default' = '4';
+CREATE TABLE src (x BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '10',
+  'fields.x.kind' = 'sequence', 'fields.x.start' = '1', 'fields.x.end' = '10');
+CREATE TABLE out (x BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out SELECT x FROM src WHERE x > 3;
+";
+
+    #[test]
+    fn a_sql_job_is_its_script_planned_at_the_specs_parallelism() {
+        let mut spec = JobSpec::sql(SCRIPT);
+        spec.engine.parallelism = 3;
+        let graph = job_graph(&spec).unwrap();
+        assert_eq!(graph.name, "sql");
+        assert!(graph.nodes.len() >= 3, "{:?}", graph.nodes.len());
+        assert!(
+            graph.nodes.iter().all(|n| n.parallelism <= 3),
+            "SET 'parallelism.default' = '4' won over the spec's 3"
+        );
+        assert!(graph.nodes.iter().any(|n| n.parallelism == 3));
+    }
+
+    #[test]
+    fn a_script_that_does_not_plan_is_a_planning_error_with_line_and_column() {
+        let broken = SCRIPT.replace("INSERT INTO out SELECT", "INSERT INTO out SELEC");
+        let e = job_graph(&JobSpec::sql(&broken)).unwrap_err().to_string();
+        assert!(e.contains("operator 'sql'"), "{e}");
+        assert!(e.contains("SQL error at line 5, column 17"), "{e}");
+        let unknown = SCRIPT.replace("FROM src", "FROM nowhere");
+        let e = job_graph(&JobSpec::sql(&unknown)).unwrap_err().to_string();
+        assert!(e.contains("SQL error at line 5, column 1"), "{e}");
+        assert!(e.contains("no table or view named nowhere"), "{e}");
+    }
 }

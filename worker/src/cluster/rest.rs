@@ -121,7 +121,7 @@ async fn list_jobs(State(jm): State<Shared>) -> Json<serde_json::Value> {
         .iter()
         .map(|j| JobSummary {
             id: j.id.clone(),
-            name: j.spec.name.clone(),
+            name: j.spec.label().to_owned(),
             state: j.state(),
         })
         .collect();
