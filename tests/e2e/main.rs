@@ -5,6 +5,7 @@ mod checkpoints;
 mod crd;
 mod jm_ha;
 mod kafka;
+mod kafka_connector;
 mod kubelet;
 mod operator;
 mod operator_faults;

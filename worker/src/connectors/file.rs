@@ -1167,31 +1167,20 @@ impl FileReader {
                 }
             }
         }
-        if self.fields.len() != self.columns.len() {
-            return Ok(Record::Bad {
+        match csv_cells(
+            &self.columns,
+            &self.utc,
+            &self.text,
+            &self.fields,
+            &mut self.cells,
+        ) {
+            Ok(()) => Ok(Record::Good),
+            Err(reason) => Ok(Record::Bad {
                 position: file.position(line_no),
-                reason: format!(
-                    "expected {} fields, found {}",
-                    self.columns.len(),
-                    self.fields.len()
-                ),
+                reason,
                 raw,
-            });
+            }),
         }
-        self.cells.clear();
-        for (column, (range, quoted)) in self.columns.iter().zip(&self.fields) {
-            match cell_from_text(column, &self.utc, &self.text, range.clone(), *quoted) {
-                Ok(cell) => self.cells.push(cell),
-                Err(reason) => {
-                    return Ok(Record::Bad {
-                        position: file.position(line_no),
-                        reason,
-                        raw,
-                    });
-                }
-            }
-        }
-        Ok(Record::Good)
     }
 
     fn json_record(&mut self, line_no: u64, line: &str) -> Record {
@@ -1201,35 +1190,179 @@ impl FileReader {
                 .map(|f| f.position(line_no))
                 .unwrap_or_default()
         };
-        let mut slots: Vec<Option<Scalar<'_>>> = vec![None; self.columns.len()];
-        let index = &self.index;
-        let scanned = Json::new(line).object(|key, value| {
-            if let Some(&i) = index.get(key.as_ref()) {
-                slots[i] = Some(value);
-            }
-        });
-        if let Err(reason) = scanned {
-            return Record::Bad {
+        match json_cells(
+            &self.columns,
+            &self.index,
+            &self.utc,
+            line,
+            &mut self.text,
+            &mut self.cells,
+        ) {
+            Ok(()) => Record::Good,
+            Err(reason) => Record::Bad {
                 position: position(),
                 reason,
                 raw: line.to_owned(),
-            };
+            },
         }
-        self.text.clear();
-        self.cells.clear();
-        for (column, slot) in self.columns.iter().zip(&slots) {
-            match cell_from_json(column, &self.utc, slot.as_ref(), &mut self.text) {
-                Ok(cell) => self.cells.push(cell),
-                Err(reason) => {
-                    return Record::Bad {
-                        position: position(),
-                        reason,
-                        raw: line.to_owned(),
-                    };
-                }
+    }
+}
+
+/// Reads the fields of one split CSV record into `cells`, or says why the record is malformed.
+fn csv_cells(
+    columns: &[Column],
+    utc: &Tz,
+    text: &str,
+    fields: &[(Range<usize>, bool)],
+    cells: &mut Vec<Cell>,
+) -> std::result::Result<(), String> {
+    if fields.len() != columns.len() {
+        return Err(format!(
+            "expected {} fields, found {}",
+            columns.len(),
+            fields.len()
+        ));
+    }
+    cells.clear();
+    for (column, (range, quoted)) in columns.iter().zip(fields) {
+        cells.push(cell_from_text(column, utc, text, range.clone(), *quoted)?);
+    }
+    Ok(())
+}
+
+/// Reads one JSON object's fields (by column name; others are ignored) into `cells`, string
+/// values into `text`, or says why the record is malformed.
+fn json_cells(
+    columns: &[Column],
+    index: &HashMap<String, usize>,
+    utc: &Tz,
+    line: &str,
+    text: &mut String,
+    cells: &mut Vec<Cell>,
+) -> std::result::Result<(), String> {
+    let mut slots: Vec<Option<Scalar<'_>>> = vec![None; columns.len()];
+    Json::new(line).object(|key, value| {
+        if let Some(&i) = index.get(key.as_ref()) {
+            slots[i] = Some(value);
+        }
+    })?;
+    text.clear();
+    cells.clear();
+    for (column, slot) in columns.iter().zip(&slots) {
+        cells.push(cell_from_json(column, utc, slot.as_ref(), text)?);
+    }
+    Ok(())
+}
+
+/// Reads records that come one at a time, each a whole CSV record or JSON object (a message of
+/// a Kafka topic), into batches, with the same types and the same errors as [`FileSource`]. A
+/// malformed record is left out of the batch and its reason returned, for the source to report.
+pub(crate) struct RecordDecoder {
+    json: bool,
+    delimiter: u8,
+    schema: SchemaRef,
+    columns: Vec<Column>,
+    index: HashMap<String, usize>,
+    utc: Tz,
+    text: String,
+    fields: Vec<(Range<usize>, bool)>,
+    cells: Vec<Cell>,
+    buffers: Vec<ColumnBuf>,
+    rows: usize,
+}
+
+impl RecordDecoder {
+    /// CSV records (no header) separated by `delimiter`.
+    pub(crate) fn csv(operator: &str, schema: SchemaRef, delimiter: u8) -> Result<Self> {
+        Format::Csv {
+            header: false,
+            delimiter,
+        }
+        .check(operator)?;
+        Self::new(operator, schema, false, delimiter)
+    }
+
+    /// JSON objects, fields by column name.
+    pub(crate) fn json(operator: &str, schema: SchemaRef) -> Result<Self> {
+        Self::new(operator, schema, true, b',')
+    }
+
+    fn new(operator: &str, schema: SchemaRef, json: bool, delimiter: u8) -> Result<Self> {
+        let columns = columns_of(operator, &schema)?;
+        let utc = Tz::from_str("+00:00").map_err(|e| Error::plan(operator, e.to_string()))?;
+        Ok(Self {
+            json,
+            delimiter,
+            schema,
+            index: columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name.clone(), i))
+                .collect(),
+            buffers: columns.iter().map(|c| ColumnBuf::new(c, 0)).collect(),
+            columns,
+            utc,
+            text: String::new(),
+            fields: Vec::new(),
+            cells: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    /// Adds one record to the batch being built, or says why it is malformed.
+    pub(crate) fn push(&mut self, record: &str) -> std::result::Result<(), String> {
+        if self.json {
+            json_cells(
+                &self.columns,
+                &self.index,
+                &self.utc,
+                record,
+                &mut self.text,
+                &mut self.cells,
+            )?;
+        } else {
+            let record = record.strip_suffix('\n').unwrap_or(record);
+            let record = record.strip_suffix('\r').unwrap_or(record);
+            if !split_csv(record, self.delimiter, &mut self.text, &mut self.fields)? {
+                return Err("unterminated quoted field".into());
             }
+            csv_cells(
+                &self.columns,
+                &self.utc,
+                &self.text,
+                &self.fields,
+                &mut self.cells,
+            )?;
         }
-        Record::Good
+        for (buffer, cell) in self.buffers.iter_mut().zip(&self.cells) {
+            buffer.append(cell, &self.text);
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Records in the batch being built.
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The batch of the records pushed since the last call; `None` if there were none.
+    pub(crate) fn finish(&mut self) -> Result<Option<RecordBatch>> {
+        if self.rows == 0 {
+            return Ok(None);
+        }
+        let columns = self
+            .buffers
+            .iter_mut()
+            .zip(&self.columns)
+            .map(|(b, c)| b.finish(&c.data_type))
+            .collect();
+        let rows = std::mem::take(&mut self.rows);
+        Ok(Some(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?))
     }
 }
 
@@ -1453,6 +1586,17 @@ enum CsvColumn<'a> {
 }
 
 pub(crate) fn write_csv(batch: &RecordBatch, delimiter: u8, out: &mut String) -> Result<()> {
+    write_csv_rows(batch, delimiter, out, None)
+}
+
+/// [`write_csv`], pushing where each row's line ends in `out` to `row_ends` (records that are
+/// messages of their own; a quoted field may hold a line break, so lines cannot be split later).
+pub(crate) fn write_csv_rows(
+    batch: &RecordBatch,
+    delimiter: u8,
+    out: &mut String,
+    mut row_ends: Option<&mut Vec<usize>>,
+) -> Result<()> {
     let options = FormatOptions::default();
     let writers = batch
         .columns()
@@ -1493,6 +1637,9 @@ pub(crate) fn write_csv(batch: &RecordBatch, delimiter: u8, out: &mut String) ->
             }
         }
         out.push('\n');
+        if let Some(ends) = row_ends.as_deref_mut() {
+            ends.push(out.len());
+        }
     }
     Ok(())
 }

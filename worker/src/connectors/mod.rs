@@ -6,6 +6,7 @@ pub mod datagen;
 pub mod dead_letter;
 pub mod file;
 mod interleaved;
+pub mod kafka;
 pub mod nexmark;
 pub mod nexmark_source;
 pub mod sinks;

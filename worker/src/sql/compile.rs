@@ -861,7 +861,21 @@ impl Compiler<'_> {
     }
 
     fn table(&self, table: &TableDef) -> Result<DataStream, SqlError> {
-        let mut s = connectors::source(self.env, table)?;
+        let watermark = match &table.watermark {
+            Some((column, expr)) => Some(WatermarkStrategy::bounded_out_of_orderness(
+                column.clone(),
+                Duration::from_millis(watermark_bound(column, expr).map_err(|m| {
+                    SqlError::at(table.at, format!("WATERMARK FOR {column} AS {expr}: {m}"))
+                })?),
+            )),
+            None => None,
+        };
+        // A watermark on a physical column goes into a source with splits (Flink's watermark
+        // push-down): one watermark per split, not one over their interleaving.
+        let push_down = watermark
+            .clone()
+            .filter(|w| table.computed.iter().all(|(name, _)| *name != w.column));
+        let (mut s, pushed) = connectors::source(self.env, table, push_down)?;
         if !table.computed.is_empty() {
             // `SELECT <physical columns>, <computed expressions> FROM t`, planned by DataFusion over
             // the physical columns and evaluated here.
@@ -880,14 +894,8 @@ impl Compiler<'_> {
                 &format!("{} computed columns", table.name),
             )?;
         }
-        if let Some((column, expr)) = &table.watermark {
-            let bound = watermark_bound(column, expr).map_err(|m| {
-                SqlError::at(table.at, format!("WATERMARK FOR {column} AS {expr}: {m}"))
-            })?;
-            s = s.assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(
-                column.clone(),
-                Duration::from_millis(bound),
-            ));
+        if let Some(strategy) = watermark.filter(|_| !pushed) {
+            s = s.assign_timestamps_and_watermarks(strategy);
         }
         Ok(s)
     }

@@ -6,6 +6,7 @@
 //! | `filesystem` | `path` (a file or a directory), `format` = `csv` (no header, `csv.field-delimiter`) or `json` (one object per line) | the same: part files in the directory `path`; timestamps as `yyyy-MM-dd HH:mm:ss.SSS` |
 //! | `datagen` | `number-of-rows`, `rows-per-second`, `fields.F.kind` = `random` / `sequence`, `fields.F.min` / `max` / `start` / `end` / `length` | — |
 //! | `nexmark` | Strom's generator as flat tables: `table` = `bid` / `auction` / `person`, `events.num` (events of every kind, as in Flink's Nexmark connector; the table has its share), `event.rate` (events per event-time second), `seed`; the declared columns are picked by name | — |
+//! | `kafka` | `topic`, `properties.bootstrap.servers`, `properties.*` (to librdkafka: `group.id`, `isolation.level`, ...), `format` / `value.format` = `csv` / `json`, `scan.startup.mode` = `group-offsets` (default) / `earliest-offset` / `latest-offset` / `timestamp` (`scan.startup.timestamp-millis`) / `specific-offsets` (`scan.startup.specific-offsets`), `scan.bounded.mode` = `unbounded` / `latest-offset`; offsets kept in checkpoints | the same `topic`, `properties.*` and format; `sink.delivery-guarantee` = `at-least-once` (default) / `none` / `exactly-once` (Kafka transactions, `sink.transactional-id-prefix`); one message per row, no key |
 //! | `print` | — | every row to stdout |
 //! | `blackhole` | — | drops every row |
 //!
@@ -20,12 +21,16 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMi
 
 use crate::connectors::datagen::{DatagenSource, FieldGen};
 use crate::connectors::file::{FileSink, FileSource};
+use crate::connectors::kafka::{
+    BoundedMode, DeliveryGuarantee, KafkaSink, KafkaSource, StartupMode, ValueFormat,
+};
 use crate::connectors::nexmark::{EventKind, NexmarkConfig};
 use crate::connectors::nexmark_source::NexmarkSource;
 use crate::connectors::sinks::{DiscardSink, LinePrintSink};
 use crate::error::Error;
 use crate::operators::group_aggregate::RowKind;
 use crate::stream::{DataStream, StreamEnv};
+use crate::time::WatermarkStrategy;
 
 use super::script::{SqlError, TableDef};
 
@@ -73,6 +78,23 @@ impl<'a> Options<'a> {
         }
     }
 
+    /// Takes every `properties.*` option, without the prefix (Flink hands them to the Kafka client;
+    /// Strom to librdkafka, whose names are the same for the common ones).
+    fn properties(&mut self) -> Vec<(String, String)> {
+        let keys: Vec<String> = self
+            .left
+            .keys()
+            .filter(|k| k.starts_with("properties."))
+            .cloned()
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| {
+                let v = self.left.remove(&k)?;
+                Some((k["properties.".len()..].to_owned(), v))
+            })
+            .collect()
+    }
+
     /// Fails on any option not read.
     fn done(self) -> Result<(), SqlError> {
         match self.left.keys().next() {
@@ -99,8 +121,14 @@ pub fn physical_schema(table: &TableDef) -> SchemaRef {
     ))
 }
 
-/// A stream of the table's physical columns, from its connector.
-pub fn source(env: &StreamEnv, table: &TableDef) -> Result<DataStream, SqlError> {
+/// A stream of the table's physical columns, from its connector, and whether it took `watermark`
+/// (a connector with splits generates watermarks per split; the others leave it to the caller).
+pub fn source(
+    env: &StreamEnv,
+    table: &TableDef,
+    watermark: Option<WatermarkStrategy>,
+) -> Result<(DataStream, bool), SqlError> {
+    let mut pushed = false;
     let mut o = Options::new(table);
     let connector = o.required("connector")?;
     let schema = physical_schema(table);
@@ -109,19 +137,7 @@ pub fn source(env: &StreamEnv, table: &TableDef) -> Result<DataStream, SqlError>
         "filesystem" => {
             let path = o.required("path")?;
             let format = o.required("format")?;
-            // Files hold decimals as text; they are cast after reading.
-            let file_schema = Arc::new(Schema::new(
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| match f.data_type() {
-                        DataType::Decimal128(..) => {
-                            Field::new(f.name(), DataType::Utf8, f.is_nullable())
-                        }
-                        _ => f.as_ref().clone(),
-                    })
-                    .collect::<Vec<_>>(),
-            ));
+            let file_schema = decimals_as_text(&schema);
             let source = match format.as_str() {
                 "csv" => {
                     let delimiter = match o.take("csv.field-delimiter") {
@@ -143,15 +159,50 @@ pub fn source(env: &StreamEnv, table: &TableDef) -> Result<DataStream, SqlError>
                     return Err(o.err(format!("format '{other}' is not supported (csv, json)")));
                 }
             };
-            let stream = env.from_source(source, None);
-            if file_schema == schema {
-                stream
-            } else {
-                let target = schema.clone();
-                stream.map_batches("decimals", schema.clone(), move |batch| {
-                    cast_to(&batch, &target)
-                })
+            decimals_back(env.from_source(source, None), &file_schema, &schema)
+        }
+        "kafka" => {
+            let topic = o.required("topic")?;
+            let bootstrap = o.required("properties.bootstrap.servers")?;
+            let format = kafka_format(&mut o)?;
+            let startup = match o.take("scan.startup.mode").as_deref() {
+                None | Some("group-offsets") => StartupMode::GroupOffsets,
+                Some("earliest-offset") => StartupMode::Earliest,
+                Some("latest-offset") => StartupMode::Latest,
+                Some("timestamp") => StartupMode::Timestamp(
+                    o.number("scan.startup.timestamp-millis")?.ok_or_else(|| {
+                        o.err("scan.startup.mode 'timestamp' needs 'scan.startup.timestamp-millis'")
+                    })?,
+                ),
+                Some("specific-offsets") => {
+                    let text = o.required("scan.startup.specific-offsets")?;
+                    StartupMode::Specific(specific_offsets(&text).map_err(|e| o.err(e))?)
+                }
+                Some(other) => {
+                    return Err(o.err(format!(
+                        "scan.startup.mode '{other}' is not supported (earliest-offset, \
+                         latest-offset, group-offsets, timestamp, specific-offsets)"
+                    )));
+                }
+            };
+            let bounded = match o.take("scan.bounded.mode").as_deref() {
+                None | Some("unbounded") => BoundedMode::Unbounded,
+                Some("latest-offset") => BoundedMode::Latest,
+                Some(other) => {
+                    return Err(o.err(format!(
+                        "scan.bounded.mode '{other}' is not supported (unbounded, latest-offset)"
+                    )));
+                }
+            };
+            let value_schema = decimals_as_text(&schema);
+            let mut source = KafkaSource::new(&bootstrap, &topic, value_schema.clone(), format)
+                .startup(startup)
+                .bounded(bounded);
+            for (key, value) in o.properties() {
+                source = source.property(&key, &value);
             }
+            pushed = watermark.is_some();
+            decimals_back(env.from_source(source, watermark), &value_schema, &schema)
         }
         "datagen" => {
             let rows: Option<u64> = o.number("number-of-rows")?;
@@ -258,12 +309,73 @@ pub fn source(env: &StreamEnv, table: &TableDef) -> Result<DataStream, SqlError>
         }
         other => {
             return Err(o.err(format!(
-                "connector '{other}' cannot be read (filesystem, datagen, nexmark)"
+                "connector '{other}' cannot be read (filesystem, kafka, datagen, nexmark)"
             )));
         }
     };
     o.done()?;
-    Ok(stream)
+    Ok((stream, pushed))
+}
+
+/// Files and Kafka messages hold decimals as text; they are cast after reading.
+fn decimals_as_text(schema: &SchemaRef) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Decimal128(..) => Field::new(f.name(), DataType::Utf8, f.is_nullable()),
+                _ => f.as_ref().clone(),
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// `stream` of `read` (from [`decimals_as_text`]) cast to the table's `schema`.
+fn decimals_back(stream: DataStream, read: &SchemaRef, schema: &SchemaRef) -> DataStream {
+    if read == schema {
+        return stream;
+    }
+    let target = schema.clone();
+    stream.map_batches("decimals", schema.clone(), move |batch| {
+        cast_to(&batch, &target)
+    })
+}
+
+/// The Kafka connector's `format` (or `value.format`): `csv` or `json`.
+fn kafka_format(o: &mut Options<'_>) -> Result<ValueFormat, SqlError> {
+    let format = match (o.take("format"), o.take("value.format")) {
+        (Some(f), None) | (None, Some(f)) => f,
+        (Some(_), Some(_)) => return Err(o.err("set one of 'format' and 'value.format'")),
+        (None, None) => return Err(o.err("option 'format' is required")),
+    };
+    match format.as_str() {
+        "json" => Ok(ValueFormat::Json),
+        "csv" => match o.take("csv.field-delimiter") {
+            None => Ok(ValueFormat::Csv { delimiter: b',' }),
+            Some(d) if d.len() == 1 && d.is_ascii() => Ok(ValueFormat::Csv {
+                delimiter: d.as_bytes()[0],
+            }),
+            Some(d) => Err(o.err(format!("csv.field-delimiter '{d}' is not one character"))),
+        },
+        other => Err(o.err(format!("format '{other}' is not supported (csv, json)"))),
+    }
+}
+
+/// Flink's `scan.startup.specific-offsets`: `partition:0,offset:42;partition:1,offset:300`.
+fn specific_offsets(text: &str) -> Result<BTreeMap<i32, i64>, String> {
+    let mut offsets = BTreeMap::new();
+    for item in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = || format!("scan.startup.specific-offsets: '{item}' is not partition:P,offset:O");
+        let (p, o) = item.split_once(',').ok_or_else(bad)?;
+        let p = p.trim().strip_prefix("partition:").ok_or_else(bad)?;
+        let o = o.trim().strip_prefix("offset:").ok_or_else(bad)?;
+        offsets.insert(
+            p.trim().parse().map_err(|_| bad())?,
+            o.trim().parse().map_err(|_| bad())?,
+        );
+    }
+    Ok(offsets)
 }
 
 /// How many events of `kind` the first `events` events hold.
@@ -334,9 +446,36 @@ pub fn sink(stream: &DataStream, table: &TableDef, changelog: bool) -> Result<()
         "blackhole" => {
             stream.sink(DiscardSink::new());
         }
+        "kafka" => {
+            let topic = o.required("topic")?;
+            let bootstrap = o.required("properties.bootstrap.servers")?;
+            let format = kafka_format(&mut o)?;
+            let guarantee = match o.take("sink.delivery-guarantee").as_deref() {
+                None | Some("at-least-once") => DeliveryGuarantee::AtLeastOnce,
+                Some("none") => DeliveryGuarantee::None,
+                Some("exactly-once") => DeliveryGuarantee::ExactlyOnce {
+                    transactional_id_prefix: o.required("sink.transactional-id-prefix")?,
+                },
+                Some(other) => {
+                    return Err(o.err(format!(
+                        "sink.delivery-guarantee '{other}' is not one of none, at-least-once, \
+                         exactly-once"
+                    )));
+                }
+            };
+            let mut sink = KafkaSink::new(&bootstrap, &topic, format).guarantee(guarantee);
+            for (key, value) in o.properties() {
+                sink = sink.property(&key, &value);
+            }
+            let text = text_schema(stream.schema());
+            let as_text = stream.map_batches("to text", text.clone(), move |batch| {
+                to_text(&batch, &text, sql_timestamp)
+            });
+            as_text.sink(sink);
+        }
         other => {
             return Err(o.err(format!(
-                "connector '{other}' cannot be written (filesystem, print, blackhole)"
+                "connector '{other}' cannot be written (filesystem, kafka, print, blackhole)"
             )));
         }
     }
@@ -528,5 +667,16 @@ mod tests {
             "2023-11-14 22:13:20.021"
         );
         assert_eq!(sql_timestamp(-1).unwrap(), "1969-12-31 23:59:59.999");
+    }
+
+    #[test]
+    fn specific_offsets_are_read_as_flink_writes_them() {
+        assert_eq!(
+            specific_offsets("partition:0,offset:42;partition:3, offset:7;").unwrap(),
+            BTreeMap::from([(0, 42), (3, 7)])
+        );
+        let err = specific_offsets("partition:0;offset:1").unwrap_err();
+        assert!(err.contains("'partition:0'"), "{err}");
+        assert!(specific_offsets("partition:x,offset:1").is_err());
     }
 }
