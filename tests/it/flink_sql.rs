@@ -28,6 +28,7 @@ const QUERIES: &[&str] = &[
     "q22",
     "cumulative-channels",
     "early-bids",
+    "bid-trends",
 ];
 const EVENTS: u64 = 60_000;
 /// Events per event-time second: a minute of event time.

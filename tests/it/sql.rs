@@ -419,6 +419,71 @@ fn cumulate_windows_equal_brute_force() {
 }
 
 #[test]
+fn over_aggregations_equal_brute_force() {
+    let dir = tempdir("sql-over");
+    let (rows_out, range_out) = (dir.join("rows"), dir.join("range"));
+    // Per auction, in event time: over the row and the 2 before it, and over the 2 s before it
+    // (ties share a RANGE frame; the generator gives every bid its own millisecond).
+    let script = format!(
+        "{}
+        CREATE TABLE by_rows (auction BIGINT, price BIGINT, t TIMESTAMP(3), s BIGINT, c BIGINT, lo BIGINT)
+        WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+        CREATE TABLE by_range (auction BIGINT, price BIGINT, t TIMESTAMP(3), s BIGINT, c BIGINT, hi BIGINT)
+        WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+        INSERT INTO by_rows
+        SELECT auction, price, date_time,
+          SUM(price) OVER (PARTITION BY auction ORDER BY date_time ROWS BETWEEN 2 PRECEDING AND CURRENT ROW),
+          COUNT(*) OVER (PARTITION BY auction ORDER BY date_time ROWS BETWEEN 2 PRECEDING AND CURRENT ROW),
+          MIN(price) OVER (PARTITION BY auction ORDER BY date_time ROWS BETWEEN 2 PRECEDING AND CURRENT ROW)
+        FROM bid;
+        INSERT INTO by_range
+        SELECT auction, price, date_time,
+          SUM(price) OVER w, COUNT(*) OVER w, MAX(price) OVER w
+        FROM bid
+        WINDOW w AS (PARTITION BY auction ORDER BY date_time
+                     RANGE BETWEEN INTERVAL '2' SECOND PRECEDING AND CURRENT ROW);",
+        bid_table(),
+        rows_out.display(),
+        range_out.display()
+    );
+    run(&script);
+    let rows = bid_rows();
+    let mut by_auction: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
+    for &(a, _, p, t) in &rows {
+        by_auction.entry(a).or_default().push((t, p));
+    }
+    let (mut expected_rows, mut expected_range) = (Vec::new(), Vec::new());
+    for (auction, bids) in &mut by_auction {
+        bids.sort();
+        for (i, &(t, p)) in bids.iter().enumerate() {
+            let last3 = &bids[i.saturating_sub(2)..=i];
+            expected_rows.push(format!(
+                "{auction},{p},{},{},{},{}",
+                sql_time(t),
+                last3.iter().map(|b| b.1).sum::<i64>(),
+                last3.len(),
+                last3.iter().map(|b| b.1).min().unwrap()
+            ));
+            let within: Vec<i64> = bids
+                .iter()
+                .filter(|(u, _)| t - 2000 <= *u && *u <= t)
+                .map(|b| b.1)
+                .collect();
+            expected_range.push(format!(
+                "{auction},{p},{},{},{},{}",
+                sql_time(t),
+                within.iter().sum::<i64>(),
+                within.len(),
+                within.iter().max().unwrap()
+            ));
+        }
+    }
+    assert_eq!(expected_rows.len(), BIDS);
+    assert_eq!(lines(&rows_out), multiset(expected_rows));
+    assert_eq!(lines(&range_out), multiset(expected_range));
+}
+
+#[test]
 fn what_the_streaming_planner_cannot_take_is_an_error_at_its_line() {
     let cases = [
         (
@@ -450,7 +515,7 @@ fn what_the_streaming_planner_cannot_take_is_an_error_at_its_line() {
             "CREATE TABLE t (auction BIGINT, price BIGINT) WITH ('connector' = 'nexmark', 'table' = 'bid');\n\
              SELECT auction, SUM(price) OVER (PARTITION BY auction) FROM t",
             2,
-            "OVER aggregations are not supported yet",
+            "its input has no time attribute",
         ),
         (
             "CREATE TABLE t (auction BIGINT, price BIGINT) WITH ('connector' = 'nexmark', 'table' = 'bid');\n\

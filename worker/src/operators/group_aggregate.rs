@@ -149,14 +149,14 @@ enum Acc {
 
 /// What an aggregate's values are: its result type for MIN and MAX, its argument's otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ValueKind {
+pub(crate) enum ValueKind {
     Int,
     Float,
     Text,
 }
 
 impl ValueKind {
-    fn of(t: &DataType) -> Self {
+    pub(crate) fn of(t: &DataType) -> Self {
         match t {
             DataType::Float64 => Self::Float,
             DataType::Utf8 => Self::Text,
@@ -167,13 +167,13 @@ impl ValueKind {
 
 /// A key's state: its rows, and each aggregate's accumulator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Group {
+pub(crate) struct Group {
     rows: i64,
     accs: Vec<Acc>,
 }
 
 /// An argument column.
-enum Arg<'a> {
+pub(crate) enum Arg<'a> {
     None,
     Int(&'a arrow::array::Int64Array),
     Float(&'a arrow::array::Float64Array),
@@ -182,7 +182,7 @@ enum Arg<'a> {
 
 impl<'a> Arg<'a> {
     /// The value at `row`; `None` if null.
-    fn at(&self, row: usize) -> Option<Num<'a>> {
+    pub(crate) fn at(&self, row: usize) -> Option<Num<'a>> {
         match self {
             Arg::None => None,
             Arg::Int(a) => a.is_valid(row).then(|| Num::Int(a.value(row))),
@@ -193,14 +193,111 @@ impl<'a> Arg<'a> {
 }
 
 #[derive(Clone, Copy)]
-enum Num<'a> {
+pub(crate) enum Num<'a> {
     Int(i64),
     Float(f64),
     Text(&'a str),
 }
 
+impl Acc {
+    /// Adds (`sign` 1) or retracts (`sign` -1) one non-null value.
+    fn apply(&mut self, agg: &GroupAgg, v: Num<'_>, sign: i64, keep_all: bool) {
+        match (self, v) {
+            (Acc::Texts { counts }, Num::Text(v)) => {
+                match counts.get_mut(v) {
+                    Some(count) => {
+                        *count += sign;
+                        if *count <= 0 {
+                            counts.remove(v);
+                        }
+                    }
+                    None if sign > 0 => {
+                        counts.insert(v.to_owned(), sign);
+                    }
+                    None => {}
+                }
+                if !keep_all && matches!(agg.kind, GroupAggKind::Min | GroupAggKind::Max) {
+                    // Insert-only input: only the extreme value can ever be the result.
+                    let keep = match agg.kind {
+                        GroupAggKind::Min => counts.first_key_value(),
+                        _ => counts.last_key_value(),
+                    }
+                    .map(|(k, _)| k.clone());
+                    counts.retain(|k, _| Some(k) == keep.as_ref());
+                }
+            }
+            (Acc::Texts { .. }, _) | (_, Num::Text(_)) => {}
+            (Acc::Int { sum, n }, Num::Int(v)) => {
+                *sum = sum.wrapping_add(sign.wrapping_mul(v));
+                *n += sign;
+            }
+            (Acc::Int { sum, n }, Num::Float(v)) => {
+                *sum = sum.wrapping_add(sign.wrapping_mul(v as i64));
+                *n += sign;
+            }
+            (Acc::Float { sum, n }, v) => {
+                let v = match v {
+                    Num::Int(i) => i as f64,
+                    Num::Float(f) => f,
+                    Num::Text(_) => return,
+                };
+                *sum += sign as f64 * v;
+                *n += sign;
+            }
+            (Acc::Values { counts, .. }, v) => {
+                let key = match v {
+                    Num::Int(i) => i,
+                    Num::Float(f) => ordered(f),
+                    Num::Text(_) => return,
+                };
+                let count = counts.entry(key).or_insert(0);
+                *count += sign;
+                if *count <= 0 {
+                    counts.remove(&key);
+                }
+                if !keep_all && matches!(agg.kind, GroupAggKind::Min | GroupAggKind::Max) {
+                    // Insert-only input: only the extreme value can ever be the result.
+                    let keep = match agg.kind {
+                        GroupAggKind::Min => counts.first_key_value().map(|(k, _)| *k),
+                        _ => counts.last_key_value().map(|(k, _)| *k),
+                    };
+                    counts.retain(|k, _| Some(*k) == keep);
+                }
+            }
+        }
+    }
+}
+
+/// An argument's value, owned (rows an OVER aggregation keeps until they leave its frame).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum ArgValue {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl From<Num<'_>> for ArgValue {
+    fn from(v: Num<'_>) -> Self {
+        match v {
+            Num::Int(v) => ArgValue::Int(v),
+            Num::Float(v) => ArgValue::Float(v),
+            Num::Text(v) => ArgValue::Text(v.to_owned()),
+        }
+    }
+}
+
+impl ArgValue {
+    fn as_num(&self) -> Num<'_> {
+        match self {
+            ArgValue::Int(v) => Num::Int(*v),
+            ArgValue::Float(v) => Num::Float(*v),
+            ArgValue::Text(v) => Num::Text(v),
+        }
+    }
+}
+
 impl Group {
-    fn new(aggs: &[GroupAgg], kinds: &[ValueKind]) -> Self {
+    pub(crate) fn new(aggs: &[GroupAgg], kinds: &[ValueKind]) -> Self {
         Self {
             rows: 0,
             accs: aggs
@@ -237,77 +334,30 @@ impl Group {
     ) {
         self.rows += sign;
         for ((acc, agg), arg) in self.accs.iter_mut().zip(aggs).zip(args) {
-            let Some(v) = arg.at(row) else {
-                continue;
-            };
-            match (acc, v) {
-                (Acc::Texts { counts }, Num::Text(v)) => {
-                    match counts.get_mut(v) {
-                        Some(count) => {
-                            *count += sign;
-                            if *count <= 0 {
-                                counts.remove(v);
-                            }
-                        }
-                        None if sign > 0 => {
-                            counts.insert(v.to_owned(), sign);
-                        }
-                        None => {}
-                    }
-                    if !keep_all && matches!(agg.kind, GroupAggKind::Min | GroupAggKind::Max) {
-                        // Insert-only input: only the extreme value can ever be the result.
-                        let keep = match agg.kind {
-                            GroupAggKind::Min => counts.first_key_value(),
-                            _ => counts.last_key_value(),
-                        }
-                        .map(|(k, _)| k.clone());
-                        counts.retain(|k, _| Some(k) == keep.as_ref());
-                    }
-                }
-                (Acc::Texts { .. }, _) | (_, Num::Text(_)) => {}
-                (Acc::Int { sum, n }, Num::Int(v)) => {
-                    *sum = sum.wrapping_add(sign.wrapping_mul(v));
-                    *n += sign;
-                }
-                (Acc::Int { sum, n }, Num::Float(v)) => {
-                    *sum = sum.wrapping_add(sign.wrapping_mul(v as i64));
-                    *n += sign;
-                }
-                (Acc::Float { sum, n }, v) => {
-                    let v = match v {
-                        Num::Int(i) => i as f64,
-                        Num::Float(f) => f,
-                        Num::Text(_) => continue,
-                    };
-                    *sum += sign as f64 * v;
-                    *n += sign;
-                }
-                (Acc::Values { counts, .. }, v) => {
-                    let key = match v {
-                        Num::Int(i) => i,
-                        Num::Float(f) => ordered(f),
-                        Num::Text(_) => continue,
-                    };
-                    let count = counts.entry(key).or_insert(0);
-                    *count += sign;
-                    if *count <= 0 {
-                        counts.remove(&key);
-                    }
-                    if !keep_all && matches!(agg.kind, GroupAggKind::Min | GroupAggKind::Max) {
-                        // Insert-only input: only the extreme value can ever be the result.
-                        let keep = match agg.kind {
-                            GroupAggKind::Min => counts.first_key_value().map(|(k, _)| *k),
-                            _ => counts.last_key_value().map(|(k, _)| *k),
-                        };
-                        counts.retain(|k, _| Some(*k) == keep);
-                    }
-                }
+            if let Some(v) = arg.at(row) {
+                acc.apply(agg, v, sign, keep_all);
+            }
+        }
+    }
+
+    /// [`Group::apply`] for one row's argument values, kept apart from their batch.
+    pub(crate) fn apply_values(
+        &mut self,
+        aggs: &[GroupAgg],
+        values: &[Option<ArgValue>],
+        sign: i64,
+        keep_all: bool,
+    ) {
+        self.rows += sign;
+        for ((acc, agg), v) in self.accs.iter_mut().zip(aggs).zip(values) {
+            if let Some(v) = v {
+                acc.apply(agg, v.as_num(), sign, keep_all);
             }
         }
     }
 
     /// The aggregates' results.
-    fn results(&self, aggs: &[GroupAgg]) -> Vec<Value> {
+    pub(crate) fn results(&self, aggs: &[GroupAgg]) -> Vec<Value> {
         self.accs
             .iter()
             .zip(aggs)

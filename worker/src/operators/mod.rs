@@ -5,6 +5,7 @@ pub mod aggregate;
 pub mod basic;
 pub mod group_aggregate;
 pub mod join;
+pub mod over_aggregate;
 pub mod process;
 pub mod regular_join;
 pub mod rolling;

@@ -39,6 +39,7 @@ use super::{Catalog, PlannedScript, connectors};
 use crate::error::Error;
 use crate::operators::aggregate::Agg;
 use crate::operators::group_aggregate::{GroupAgg, GroupAggKind, OP_COLUMN};
+use crate::operators::over_aggregate::OverFrame;
 use crate::operators::top_n::{SortColumn, TopN};
 use crate::operators::window::WindowAssigner;
 use crate::plan::TimeAttr;
@@ -378,15 +379,7 @@ impl Compiler<'_> {
                 Planned::Stream(s) => self.group_aggregate(&s, false, a),
                 Planned::Changelog(s) => self.group_aggregate(&s, true, a),
             },
-            LogicalPlan::Window(w) => Err(self.err(format!(
-                "{}: OVER aggregations are not supported yet (ROW_NUMBER() is, filtered to \
-                 rn <= N: a Top-N)",
-                w.window_expr
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
+            LogicalPlan::Window(w) => self.over_aggregate(w),
             LogicalPlan::Union(u) => {
                 let schema = stream_schema(&u.schema);
                 let mut streams = Vec::new();
@@ -438,6 +431,297 @@ impl Compiler<'_> {
         }))
     }
 
+    /// `agg(x) OVER (PARTITION BY .. ORDER BY <time> <frame>)`: every aggregate of the node must
+    /// share one window (as Flink requires), ordered by the input's event time, ascending, with a
+    /// frame that ends at the current row. The node's columns are its input's and the aggregates.
+    fn over_aggregate(
+        &self,
+        w: &datafusion_expr::logical_plan::Window,
+    ) -> Result<Planned, SqlError> {
+        use datafusion_expr::{WindowFrameBound, WindowFrameUnits, WindowFunctionDefinition};
+        let err = |m: String| self.err(m);
+        let input = match self.plan(&w.input)? {
+            Planned::Stream(s) | Planned::Windowed(s, _) => s,
+            Planned::Changelog(_) => {
+                return Err(err(
+                    "an OVER aggregation takes an insert-only input, and this one is updated \
+                     (Flink rejects it too)"
+                        .into(),
+                ));
+            }
+            Planned::Windows(..) => {
+                return Err(err(
+                    "an OVER aggregation over a windowing TVF's rows is not supported yet".into(),
+                ));
+            }
+        };
+        let Some(time) = input.time.clone() else {
+            return Err(err(
+                "an OVER aggregation is ordered by event time, and its input has no time \
+                 attribute (a WATERMARK)"
+                    .into(),
+            ));
+        };
+        let schema = w.input.schema();
+        let columns = schema.fields().len();
+        let mut window: Option<(&[Expr], OverFrame)> = None;
+        let mut pre_exprs: Vec<Expr> = Vec::new();
+        let mut unscaled: Vec<bool> = Vec::new();
+        let mut aggs = Vec::new();
+        let mut result_types = Vec::new();
+        let mut finish = Vec::new();
+        for e in &w.window_expr {
+            let Expr::WindowFunction(f) = unalias(e) else {
+                return Err(err(format!("{e} is not a window function")));
+            };
+            let WindowFunctionDefinition::AggregateUDF(udf) = &f.fun else {
+                return Err(err(format!(
+                    "{e}: only aggregates (COUNT, SUM, AVG, MIN, MAX) take an OVER window here; \
+                     ROW_NUMBER() does when filtered to rn <= N (a Top-N)"
+                )));
+            };
+            let p = &f.params;
+            if p.distinct || p.filter.is_some() {
+                return Err(err(format!(
+                    "{e}: DISTINCT and FILTER in OVER aggregates are not supported yet"
+                )));
+            }
+            let ordered_by_time = match p.order_by.as_slice() {
+                [sort] if sort.asc => match &sort.expr {
+                    Expr::Column(c) => schema
+                        .index_of_column(c)
+                        .ok()
+                        .is_some_and(|i| input.schema().field(i).name() == &time.column),
+                    _ => false,
+                },
+                _ => false,
+            };
+            if !ordered_by_time {
+                return Err(err(format!(
+                    "{e}: an OVER window must be ORDER BY the time attribute {} ascending",
+                    time.column
+                )));
+            }
+            let frame = &p.window_frame;
+            if !matches!(frame.end_bound, WindowFrameBound::CurrentRow) {
+                return Err(err(format!(
+                    "{e}: an OVER window must end at the CURRENT ROW"
+                )));
+            }
+            let preceding = match &frame.start_bound {
+                WindowFrameBound::Preceding(v) if v.is_null() => None,
+                WindowFrameBound::Preceding(v) => Some(v),
+                _ => return Err(err(format!("{e}: the frame must start PRECEDING"))),
+            };
+            let over = match frame.units {
+                WindowFrameUnits::Rows => OverFrame::Rows(match preceding {
+                    None => None,
+                    Some(v) => Some(
+                        v.cast_to(&DataType::UInt64)
+                            .ok()
+                            .and_then(|v| match v {
+                                ScalarValue::UInt64(n) => n,
+                                _ => None,
+                            })
+                            .ok_or_else(|| err(format!("{e}: ROWS {v} PRECEDING")))?,
+                    ),
+                }),
+                WindowFrameUnits::Range => OverFrame::Range(match preceding {
+                    None => None,
+                    Some(v) => Some(
+                        interval_ms(v).ok_or_else(|| err(format!("{e}: RANGE {v} PRECEDING")))?,
+                    ),
+                }),
+                WindowFrameUnits::Groups => {
+                    return Err(err(format!("{e}: GROUPS frames are not supported")));
+                }
+            };
+            match window {
+                None => window = Some((&p.partition_by, over)),
+                Some((partition, frame))
+                    if partition == p.partition_by.as_slice() && frame == over => {}
+                Some(_) => {
+                    return Err(err(format!(
+                        "{e}: every OVER aggregate of a query must have the same window, as in Flink"
+                    )));
+                }
+            }
+            let name = udf.name().to_ascii_lowercase();
+            let arg = p.args.first();
+            #[expect(deprecated, reason = "COUNT(*) still plans to a wildcard argument")]
+            let counts_rows = name == "count"
+                && match arg {
+                    None | Some(Expr::Wildcard { .. }) => true,
+                    Some(Expr::Literal(v, _)) => !v.is_null(),
+                    _ => false,
+                };
+            let kind = match name.as_str() {
+                "count" if counts_rows => GroupAggKind::CountRows,
+                "count" => GroupAggKind::Count,
+                "sum" => GroupAggKind::Sum,
+                "avg" => GroupAggKind::Avg,
+                "min" => GroupAggKind::Min,
+                "max" => GroupAggKind::Max,
+                _ => return Err(err(format!("{e}: {name} is not supported in OVER yet"))),
+            };
+            let arg_type = match arg {
+                Some(x) if !counts_rows => Some(
+                    x.get_type(schema)
+                        .map_err(|x| err(format!("{e}: {}", x.strip_backtrace())))?,
+                ),
+                _ => None,
+            };
+            let text = arg_type.as_ref().is_some_and(is_text);
+            let decimal = matches!(arg_type, Some(DataType::Decimal128(..)));
+            let is_float = matches!(
+                arg_type,
+                Some(DataType::Float16 | DataType::Float32 | DataType::Float64)
+            );
+            if let Some(t) = &arg_type {
+                let fits = t.is_integer()
+                    || is_float
+                    || (decimal && kind != GroupAggKind::Avg)
+                    || (text && matches!(kind, GroupAggKind::Min | GroupAggKind::Max));
+                if !fits && kind != GroupAggKind::Count {
+                    return Err(err(format!("{e}: {name} of {t} is not supported yet")));
+                }
+            }
+            let input_column = match (arg, kind) {
+                (Some(x), k) if k != GroupAggKind::CountRows => {
+                    pre_exprs.push(if k == GroupAggKind::Count {
+                        datafusion_expr::when(
+                            x.clone().is_null(),
+                            Expr::Literal(ScalarValue::Int64(None), None),
+                        )
+                        .otherwise(Expr::Literal(ScalarValue::Int64(Some(1)), None))
+                        .map_err(|x| err(format!("{e}: {}", x.strip_backtrace())))?
+                    } else {
+                        x.clone()
+                    });
+                    unscaled.push(decimal && k != GroupAggKind::Count);
+                    Some(columns + pre_exprs.len() - 1)
+                }
+                _ => None,
+            };
+            aggs.push(GroupAgg {
+                kind,
+                input: input_column,
+                text,
+            });
+            result_types.push(match kind {
+                GroupAggKind::Count | GroupAggKind::CountRows | GroupAggKind::CountDistinct => {
+                    DataType::Int64
+                }
+                _ if text => DataType::Utf8,
+                _ if is_float => DataType::Float64,
+                _ => DataType::Int64,
+            });
+            finish.push(if decimal && kind != GroupAggKind::Count {
+                Finish::Unscaled
+            } else {
+                Finish::AsIs
+            });
+        }
+        let Some((partition, frame)) = window else {
+            return Err(err("an OVER node without aggregates".into()));
+        };
+        // The operator's input: the node's input columns, the partition key, the arguments.
+        let mut keys: Vec<Expr> = partition.to_vec();
+        if keys.is_empty() {
+            keys.push(Expr::Literal(ScalarValue::Int32(Some(0)), None));
+        }
+        let key_count = keys.len();
+        let extra: Vec<Expr> = keys.into_iter().chain(pre_exprs).collect();
+        let mut fields: Vec<Field> = input
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut evaluated_fields = Vec::new();
+        let mut physical = Vec::new();
+        let mut targets = Vec::new();
+        for (i, e) in extra.iter().enumerate() {
+            let data_type = e
+                .get_type(schema)
+                .map_err(|x| err(format!("{e}: {}", x.strip_backtrace())))?;
+            let (name, target) = if i < key_count {
+                (format!("__key{i}"), data_type.clone())
+            } else if matches!(
+                data_type,
+                DataType::Float16 | DataType::Float32 | DataType::Float64
+            ) {
+                (format!("__arg{i}"), DataType::Float64)
+            } else if is_text(&data_type) {
+                (format!("__arg{i}"), DataType::Utf8)
+            } else {
+                (format!("__arg{i}"), DataType::Int64)
+            };
+            evaluated_fields.push(Field::new(&name, data_type, true));
+            fields.push(Field::new(&name, target.clone(), true));
+            targets.push(target);
+            physical.push(self.physical(e, schema)?);
+        }
+        // Argument columns shift by the keys.
+        for a in &mut aggs {
+            if let Some(i) = &mut a.input {
+                *i += key_count;
+            }
+        }
+        let evaluated = Arc::new(Schema::new(evaluated_fields));
+        let pre_schema = Arc::new(Schema::new(fields));
+        let target = pre_schema.clone();
+        let unscaled_args = unscaled.clone();
+        let pre = input.map_batches("over input", pre_schema.clone(), move |batch| {
+            let values = evaluate(&physical, &batch, &evaluated)?;
+            let mut out = batch.columns().to_vec();
+            for (i, column) in values.columns().iter().enumerate() {
+                let arg = i.checked_sub(key_count);
+                out.push(if arg.is_some_and(|a| unscaled_args[a]) {
+                    Arc::new(unscaled_values(column)?) as ArrayRef
+                } else if column.data_type() != &targets[i] {
+                    arrow::compute::cast(column, &targets[i])?
+                } else {
+                    column.clone()
+                });
+            }
+            Ok(RecordBatch::try_new(target.clone(), out)?)
+        });
+        let key_names: Vec<String> = (0..key_count).map(|i| format!("__key{i}")).collect();
+        let over = pre
+            .key_by(&str_refs(&key_names))
+            .over_aggregate(frame, aggs, &result_types);
+        // To the node's columns: its input's, then the aggregates.
+        let out = stream_schema(&w.schema);
+        let target = out.clone();
+        let skip = extra.len();
+        let result = over.map_batches("over result", out, move |batch| {
+            let mut columns: Vec<ArrayRef> = batch.columns()[..columns].to_vec();
+            let results = batch.columns()[columns.len() + skip..].iter();
+            for ((column, how), field) in
+                results.zip(&finish).zip(&target.fields()[columns.len()..])
+            {
+                columns.push(match how {
+                    Finish::Unscaled => from_unscaled(column, field)?,
+                    _ => column.clone(),
+                });
+            }
+            let columns = columns
+                .into_iter()
+                .zip(target.fields())
+                .map(|(c, f)| {
+                    if c.data_type() == f.data_type() {
+                        Ok(c)
+                    } else {
+                        arrow::compute::cast(&c, f.data_type())
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(RecordBatch::try_new(target.clone(), columns)?)
+        });
+        Ok(Planned::Stream(result))
+    }
+
     /// Flink's Top-N, if `f` is one: a filter `rn <= N` (or `rn < N`, `rn = 1`) of the
     /// `ROW_NUMBER() OVER (PARTITION BY .. ORDER BY ..)` of a window node below it (through
     /// projections and aliases that keep `rn` as it is). It becomes a keyed Top-N whose changelog
@@ -481,18 +765,15 @@ impl Compiler<'_> {
             }
             Some(column)
         };
+        // Anything but one ROW_NUMBER() is an OVER aggregation, filtered.
         let [expr] = w.window_expr.as_slice() else {
-            return Err(err(
-                "OVER windows other than one ROW_NUMBER() for a Top-N are not supported yet".into(),
-            ));
+            return Ok(None);
         };
         let Expr::WindowFunction(function) = unalias(expr) else {
-            return Err(err(format!("{expr} is not a window function")));
+            return Ok(None);
         };
         if function.fun.name() != "row_number" {
-            return Err(err(format!(
-                "{expr}: OVER aggregations are not supported yet (ROW_NUMBER() is, for a Top-N)"
-            )));
+            return Ok(None);
         }
         let rank_column = w.input.schema().fields().len();
         // The rank's bound: every conjunct compares the rank with a number.
@@ -1696,5 +1977,24 @@ fn interval_literal_ms(e: &Expr) -> Option<i64> {
         }
         Expr::Cast(c) => interval_literal_ms(&c.expr),
         _ => None,
+    }
+}
+
+/// A RANGE frame's extent in milliseconds: an interval (days and smaller) or a number of
+/// milliseconds.
+fn interval_ms(v: &ScalarValue) -> Option<i64> {
+    match v {
+        ScalarValue::IntervalDayTime(Some(d)) => {
+            Some(i64::from(d.days) * 86_400_000 + i64::from(d.milliseconds))
+        }
+        ScalarValue::IntervalMonthDayNano(Some(i)) if i.months == 0 => {
+            Some(i64::from(i.days) * 86_400_000 + i.nanoseconds / 1_000_000)
+        }
+        ScalarValue::DurationMillisecond(Some(ms)) => Some(*ms),
+        ScalarValue::DurationSecond(Some(s)) => Some(s * 1000),
+        other => other.cast_to(&DataType::Int64).ok().and_then(|v| match v {
+            ScalarValue::Int64(n) => n,
+            _ => None,
+        }),
     }
 }
