@@ -172,6 +172,30 @@ pub(crate) struct Group {
     accs: Vec<Acc>,
 }
 
+/// The aggregates' argument columns of `batch`.
+pub(crate) fn args_of<'a>(
+    aggs: &[GroupAgg],
+    batch: &'a RecordBatch,
+    info: &SubtaskInfo,
+) -> Result<Vec<Arg<'a>>> {
+    aggs.iter()
+        .map(|a| match a.input {
+            None => Ok(Arg::None),
+            Some(i) => {
+                let c = batch.column(i);
+                match c.data_type() {
+                    DataType::Int64 => Ok(Arg::Int(c.as_primitive::<Int64Type>())),
+                    DataType::Float64 => Ok(Arg::Float(c.as_primitive::<Float64Type>())),
+                    DataType::Utf8 => Ok(Arg::Text(c.as_string::<i32>())),
+                    other => Err(info.fail(format!(
+                        "an aggregate's argument is {other}, not Int64, Float64 or Utf8"
+                    ))),
+                }
+            }
+        })
+        .collect()
+}
+
 /// An argument column.
 pub(crate) enum Arg<'a> {
     None,
@@ -467,25 +491,7 @@ impl<S: KeyedStateBackend> Operator for GroupAggregateOperator<S> {
     fn process(&mut self, _input: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let mut keys = std::mem::take(&mut self.keys);
         keys.encode(&self.spec.key, &batch)?;
-        let args: Vec<Arg<'_>> = self
-            .spec
-            .aggs
-            .iter()
-            .map(|a| match a.input {
-                None => Ok(Arg::None),
-                Some(i) => {
-                    let c = batch.column(i);
-                    match c.data_type() {
-                        DataType::Int64 => Ok(Arg::Int(c.as_primitive::<Int64Type>())),
-                        DataType::Float64 => Ok(Arg::Float(c.as_primitive::<Float64Type>())),
-                        DataType::Utf8 => Ok(Arg::Text(c.as_string::<i32>())),
-                        other => Err(self.info.fail(format!(
-                            "an aggregate's argument is {other}, not Int64, Float64 or Utf8"
-                        ))),
-                    }
-                }
-            })
-            .collect::<Result<_>>()?;
+        let args = args_of(&self.spec.aggs, &batch, &self.info)?;
         let ops: Option<&Int8Array> = self
             .spec
             .op

@@ -14,12 +14,11 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use arrow::array::AsArray;
-use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-use super::group_aggregate::{Arg, ArgValue, Group, GroupAgg, ValueKind};
+use super::group_aggregate::{ArgValue, Group, GroupAgg, ValueKind, args_of};
 use super::join::JoinedRows;
 use crate::checkpoint::state::{RestoredState, StateWriter};
 use crate::error::{Error, Result};
@@ -193,25 +192,7 @@ impl<S: KeyedStateBackend> Operator for OverAggregateOperator<S> {
             .to_vec();
         let mut keys = std::mem::take(&mut self.keys);
         keys.encode(&self.spec.key, &batch)?;
-        let args: Vec<Arg<'_>> = self
-            .spec
-            .aggs
-            .iter()
-            .map(|a| match a.input {
-                None => Ok(Arg::None),
-                Some(i) => {
-                    let c = batch.column(i);
-                    match c.data_type() {
-                        DataType::Int64 => Ok(Arg::Int(c.as_primitive::<Int64Type>())),
-                        DataType::Float64 => Ok(Arg::Float(c.as_primitive::<Float64Type>())),
-                        DataType::Utf8 => Ok(Arg::Text(c.as_string::<i32>())),
-                        other => Err(self.info.fail(format!(
-                            "an aggregate's argument is {other}, not Int64, Float64 or Utf8"
-                        ))),
-                    }
-                }
-            })
-            .collect::<Result<_>>()?;
+        let args = args_of(&self.spec.aggs, &batch, &self.info)?;
         let (aggs, kinds) = (&self.spec.aggs, &self.kinds);
         for (r, &time) in times.iter().enumerate() {
             if time <= self.watermark {

@@ -431,6 +431,127 @@ impl Compiler<'_> {
         }))
     }
 
+    /// One aggregate call (`COUNT`, `SUM`, `AVG`, `MIN`, `MAX`, with `DISTINCT` in `COUNT` and
+    /// `FILTER (WHERE ...)`) as the group aggregation's accumulators take it: its function, the
+    /// expression its argument column is computed by, and how its result is finished.
+    fn aggregate_call(
+        &self,
+        e: &Expr,
+        function: &str,
+        args: &[Expr],
+        distinct: bool,
+        filter: Option<&Expr>,
+        schema: &DFSchema,
+    ) -> Result<AggregateCall, SqlError> {
+        let err = |m: String| self.err(m);
+        let name = function.to_ascii_lowercase();
+        let arg = args.first();
+        #[expect(deprecated, reason = "COUNT(*) still plans to a wildcard argument")]
+        let counts_rows = name == "count"
+            && match arg {
+                None | Some(Expr::Wildcard { .. }) => true,
+                Some(Expr::Literal(v, _)) => !v.is_null(),
+                _ => false,
+            };
+        let mut kind = match name.as_str() {
+            "count" if counts_rows => GroupAggKind::CountRows,
+            "count" => GroupAggKind::Count,
+            "sum" => GroupAggKind::Sum,
+            "avg" => GroupAggKind::Avg,
+            "min" => GroupAggKind::Min,
+            "max" => GroupAggKind::Max,
+            _ => return Err(err(format!("aggregate {e} is not supported yet"))),
+        };
+        let mut arg: Option<Expr> = if counts_rows { None } else { arg.cloned() };
+        if distinct {
+            if kind != GroupAggKind::Count {
+                return Err(err(format!(
+                    "{e}: DISTINCT is supported in COUNT(DISTINCT x) only, for now"
+                )));
+            }
+            kind = GroupAggKind::CountDistinct;
+        }
+        if let Some(condition) = filter {
+            // `agg(x) FILTER (WHERE c)` is `agg(CASE WHEN c THEN x END)`: the rows where c
+            // does not hold have no value; `COUNT(*) FILTER` counts the rows where it holds.
+            let value = arg
+                .clone()
+                .unwrap_or(Expr::Literal(ScalarValue::Int64(Some(1)), None));
+            arg = Some(
+                datafusion_expr::when(condition.clone(), value)
+                    .end()
+                    .map_err(|x| err(format!("{e}: {}", x.strip_backtrace())))?,
+            );
+            if kind == GroupAggKind::CountRows {
+                kind = GroupAggKind::Count;
+            }
+        }
+        let arg_type = match &arg {
+            Some(x) => Some(
+                x.get_type(schema)
+                    .map_err(|x| err(format!("{e}: {}", x.strip_backtrace())))?,
+            ),
+            None => None,
+        };
+        let text = arg_type.as_ref().is_some_and(is_text)
+            && matches!(
+                kind,
+                GroupAggKind::Min | GroupAggKind::Max | GroupAggKind::CountDistinct
+            );
+        if kind == GroupAggKind::CountDistinct
+            && !(text || arg_type.as_ref().is_some_and(DataType::is_integer))
+        {
+            return Err(err(format!(
+                "{e}: COUNT(DISTINCT x) of an x that is neither an integer nor a string is \
+                 not supported yet"
+            )));
+        }
+        let decimal = matches!(arg_type, Some(DataType::Decimal128(..)));
+        let is_float = matches!(
+            arg_type,
+            Some(DataType::Float16 | DataType::Float32 | DataType::Float64)
+        );
+        if let Some(t) = &arg_type
+            && !(t.is_integer() || decimal || is_float || text)
+            && !matches!(kind, GroupAggKind::Count | GroupAggKind::CountDistinct)
+        {
+            return Err(err(format!("{e}: {name} of {t} is not supported yet")));
+        }
+        if decimal && kind == GroupAggKind::Avg {
+            return Err(err(format!("{e}: AVG of a DECIMAL is not supported yet")));
+        }
+        let arg = match arg {
+            Some(x) if kind == GroupAggKind::Count => Some(
+                // Only whether it is null counts: 1 where it is not, NULL where it is.
+                datafusion_expr::when(x.is_null(), Expr::Literal(ScalarValue::Int64(None), None))
+                    .otherwise(Expr::Literal(ScalarValue::Int64(Some(1)), None))
+                    .map_err(|x| err(format!("{e}: {}", x.strip_backtrace())))?,
+            ),
+            other if kind != GroupAggKind::CountRows => other,
+            _ => None,
+        };
+        let counted = matches!(kind, GroupAggKind::Count | GroupAggKind::CountRows);
+        Ok(AggregateCall {
+            kind,
+            arg,
+            unscaled: decimal && !counted,
+            text,
+            result_type: match kind {
+                GroupAggKind::Count | GroupAggKind::CountRows | GroupAggKind::CountDistinct => {
+                    DataType::Int64
+                }
+                _ if text => DataType::Utf8,
+                _ if is_float => DataType::Float64,
+                _ => DataType::Int64,
+            },
+            finish: if decimal && !counted {
+                Finish::Unscaled
+            } else {
+                Finish::AsIs
+            },
+        })
+    }
+
     /// `agg(x) OVER (PARTITION BY .. ORDER BY <time> <frame>)`: every aggregate of the node must
     /// share one window (as Flink requires), ordered by the input's event time, ascending, with a
     /// frame that ends at the current row. The node's columns are its input's and the aggregates.
@@ -546,81 +667,19 @@ impl Compiler<'_> {
                     )));
                 }
             }
-            let name = udf.name().to_ascii_lowercase();
-            let arg = p.args.first();
-            #[expect(deprecated, reason = "COUNT(*) still plans to a wildcard argument")]
-            let counts_rows = name == "count"
-                && match arg {
-                    None | Some(Expr::Wildcard { .. }) => true,
-                    Some(Expr::Literal(v, _)) => !v.is_null(),
-                    _ => false,
-                };
-            let kind = match name.as_str() {
-                "count" if counts_rows => GroupAggKind::CountRows,
-                "count" => GroupAggKind::Count,
-                "sum" => GroupAggKind::Sum,
-                "avg" => GroupAggKind::Avg,
-                "min" => GroupAggKind::Min,
-                "max" => GroupAggKind::Max,
-                _ => return Err(err(format!("{e}: {name} is not supported in OVER yet"))),
-            };
-            let arg_type = match arg {
-                Some(x) if !counts_rows => Some(
-                    x.get_type(schema)
-                        .map_err(|x| err(format!("{e}: {}", x.strip_backtrace())))?,
-                ),
-                _ => None,
-            };
-            let text = arg_type.as_ref().is_some_and(is_text);
-            let decimal = matches!(arg_type, Some(DataType::Decimal128(..)));
-            let is_float = matches!(
-                arg_type,
-                Some(DataType::Float16 | DataType::Float32 | DataType::Float64)
-            );
-            if let Some(t) = &arg_type {
-                let fits = t.is_integer()
-                    || is_float
-                    || (decimal && kind != GroupAggKind::Avg)
-                    || (text && matches!(kind, GroupAggKind::Min | GroupAggKind::Max));
-                if !fits && kind != GroupAggKind::Count {
-                    return Err(err(format!("{e}: {name} of {t} is not supported yet")));
-                }
-            }
-            let input_column = match (arg, kind) {
-                (Some(x), k) if k != GroupAggKind::CountRows => {
-                    pre_exprs.push(if k == GroupAggKind::Count {
-                        datafusion_expr::when(
-                            x.clone().is_null(),
-                            Expr::Literal(ScalarValue::Int64(None), None),
-                        )
-                        .otherwise(Expr::Literal(ScalarValue::Int64(Some(1)), None))
-                        .map_err(|x| err(format!("{e}: {}", x.strip_backtrace())))?
-                    } else {
-                        x.clone()
-                    });
-                    unscaled.push(decimal && k != GroupAggKind::Count);
-                    Some(columns + pre_exprs.len() - 1)
-                }
-                _ => None,
-            };
+            let call = self.aggregate_call(e, udf.name(), &p.args, false, None, schema)?;
+            let input_column = call.arg.map(|x| {
+                pre_exprs.push(x);
+                unscaled.push(call.unscaled);
+                columns + pre_exprs.len() - 1
+            });
             aggs.push(GroupAgg {
-                kind,
+                kind: call.kind,
                 input: input_column,
-                text,
+                text: call.text,
             });
-            result_types.push(match kind {
-                GroupAggKind::Count | GroupAggKind::CountRows | GroupAggKind::CountDistinct => {
-                    DataType::Int64
-                }
-                _ if text => DataType::Utf8,
-                _ if is_float => DataType::Float64,
-                _ => DataType::Int64,
-            });
-            finish.push(if decimal && kind != GroupAggKind::Count {
-                Finish::Unscaled
-            } else {
-                Finish::AsIs
-            });
+            result_types.push(call.result_type);
+            finish.push(call.finish);
         }
         let Some((partition, frame)) = window else {
             return Err(err("an OVER node without aggregates".into()));
@@ -1531,115 +1590,26 @@ impl Compiler<'_> {
                     "{e}: ORDER BY in aggregates is not supported yet"
                 )));
             }
-            let name = func.name().to_ascii_lowercase();
-            let arg = params.args.first();
-            #[expect(deprecated, reason = "COUNT(*) still plans to a wildcard argument")]
-            let counts_rows = name == "count"
-                && match arg {
-                    None | Some(Expr::Wildcard { .. }) => true,
-                    Some(Expr::Literal(v, _)) => !v.is_null(),
-                    _ => false,
-                };
-            let mut kind = match name.as_str() {
-                "count" if counts_rows => GroupAggKind::CountRows,
-                "count" => GroupAggKind::Count,
-                "sum" => GroupAggKind::Sum,
-                "avg" => GroupAggKind::Avg,
-                "min" => GroupAggKind::Min,
-                "max" => GroupAggKind::Max,
-                _ => return Err(err(format!("aggregate {e} is not supported yet"))),
-            };
-            let mut arg: Option<Expr> = if counts_rows { None } else { arg.cloned() };
-            if params.distinct {
-                if kind != GroupAggKind::Count {
-                    return Err(err(format!(
-                        "{e}: DISTINCT is supported in COUNT(DISTINCT x) only, for now"
-                    )));
-                }
-                kind = GroupAggKind::CountDistinct;
-            }
-            if let Some(condition) = &params.filter {
-                // `agg(x) FILTER (WHERE c)` is `agg(CASE WHEN c THEN x END)`: the rows where c
-                // does not hold have no value; `COUNT(*) FILTER` counts the rows where it holds.
-                let value = arg
-                    .clone()
-                    .unwrap_or(Expr::Literal(ScalarValue::Int64(Some(1)), None));
-                arg = Some(
-                    datafusion_expr::when(condition.as_ref().clone(), value)
-                        .end()
-                        .map_err(|x| err(format!("{e}: {}", x.strip_backtrace())))?,
-                );
-                if kind == GroupAggKind::CountRows {
-                    kind = GroupAggKind::Count;
-                }
-            }
-            let arg = arg.as_ref();
-            let arg_type = match arg {
-                Some(x) => Some(
-                    x.get_type(schema)
-                        .map_err(|x| err(format!("{e}: {}", x.strip_backtrace())))?,
-                ),
-                None => None,
-            };
-            let text = arg_type.as_ref().is_some_and(is_text)
-                && matches!(
-                    kind,
-                    GroupAggKind::Min | GroupAggKind::Max | GroupAggKind::CountDistinct
-                );
-            if kind == GroupAggKind::CountDistinct
-                && !(text || arg_type.as_ref().is_some_and(DataType::is_integer))
-            {
-                return Err(err(format!(
-                    "{e}: COUNT(DISTINCT x) of an x that is neither an integer nor a string is \
-                     not supported yet"
-                )));
-            }
-            let decimal = matches!(arg_type, Some(DataType::Decimal128(..)));
-            let is_float = matches!(
-                arg_type,
-                Some(DataType::Float16 | DataType::Float32 | DataType::Float64)
-            );
-            if let Some(t) = &arg_type
-                && !(t.is_integer() || decimal || is_float || text)
-                && !matches!(kind, GroupAggKind::Count | GroupAggKind::CountDistinct)
-            {
-                return Err(err(format!("{e}: {name} of {t} is not supported yet")));
-            }
-            if decimal && kind == GroupAggKind::Avg {
-                return Err(err(format!("{e}: AVG of a DECIMAL is not supported yet")));
-            }
-            let input = match arg {
-                Some(x) if kind != GroupAggKind::CountRows => {
-                    pre_exprs.push(if kind == GroupAggKind::Count {
-                        // Only whether it is null counts: 1 where it is not, NULL where it is.
-                        datafusion_expr::when(
-                            x.clone().is_null(),
-                            Expr::Literal(ScalarValue::Int64(None), None),
-                        )
-                        .otherwise(Expr::Literal(ScalarValue::Int64(Some(1)), None))
-                        .map_err(|x| err(format!("{e}: {}", x.strip_backtrace())))?
-                    } else {
-                        x.clone()
-                    });
-                    unscaled.push(decimal && kind != GroupAggKind::Count);
-                    Some(pre_exprs.len() - 1)
-                }
-                _ => None,
-            };
-            aggs.push(GroupAgg { kind, input, text });
-            result_types.push(match kind {
-                GroupAggKind::Count | GroupAggKind::CountRows | GroupAggKind::CountDistinct => {
-                    DataType::Int64
-                }
-                _ if text => DataType::Utf8,
-                _ if is_float => DataType::Float64,
-                _ => DataType::Int64,
+            let call = self.aggregate_call(
+                e,
+                func.name(),
+                &params.args,
+                params.distinct,
+                params.filter.as_deref(),
+                schema,
+            )?;
+            let input = call.arg.map(|x| {
+                pre_exprs.push(x);
+                unscaled.push(call.unscaled);
+                pre_exprs.len() - 1
             });
-            finish.push(if decimal && kind != GroupAggKind::Count {
-                Finish::Unscaled
-            } else {
-                Finish::AsIs
+            aggs.push(GroupAgg {
+                kind: call.kind,
+                input,
+                text: call.text,
             });
+            result_types.push(call.result_type);
+            finish.push(call.finish);
         }
         // The operator's input: keys, arguments (Int64, or Float64), the row kind.
         let key_count = keys.len();
@@ -1758,6 +1728,18 @@ fn from_unscaled(column: &ArrayRef, field: &Field) -> crate::error::Result<Array
     let decimals: arrow::array::Decimal128Array =
         arrow::compute::kernels::arity::unary(values, i128::from);
     Ok(Arc::new(decimals.with_precision_and_scale(*precision, *scale)?) as ArrayRef)
+}
+
+/// One aggregate call, planned for the group aggregation's accumulators.
+struct AggregateCall {
+    kind: GroupAggKind,
+    /// What its argument column is computed by (none for `COUNT(*)`).
+    arg: Option<Expr>,
+    /// The argument is a decimal, taken as its unscaled values.
+    unscaled: bool,
+    text: bool,
+    result_type: DataType,
+    finish: Finish,
 }
 
 /// How a window aggregate's result column is finished.
