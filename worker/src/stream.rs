@@ -673,6 +673,29 @@ pub struct KeyedStream {
 }
 
 impl KeyedStream {
+    /// Adds a one-input operator node at this stream's parallelism, its input hash-partitioned
+    /// by the key, and returns its output (`time`: the output's event time, if it has one).
+    pub(crate) fn keyed_operator(
+        &self,
+        name: &str,
+        factory: OperatorFactory,
+        output: SchemaRef,
+        time: Option<TimeAttr>,
+    ) -> DataStream {
+        let stream = &self.stream;
+        let node = stream.env.add_node(
+            name.to_owned(),
+            stream.parallelism(),
+            NodeKind::Operator { factory, inputs: 1 },
+            output.clone(),
+            Vec::new(),
+        );
+        stream
+            .env
+            .add_edge(stream, node, 0, Partitioning::Hash(self.key.clone()));
+        stream.derived(node, output, time)
+    }
+
     /// The underlying stream.
     pub fn stream(&self) -> &DataStream {
         &self.stream

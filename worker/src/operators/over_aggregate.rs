@@ -24,7 +24,7 @@ use crate::checkpoint::state::{RestoredState, StateWriter};
 use crate::error::{Error, Result};
 use crate::keys::{KeyRows, KeySpec};
 use crate::operator::{Operator, Output, SubtaskInfo};
-use crate::plan::{NodeKind, OperatorFactory, Partitioning};
+use crate::plan::OperatorFactory;
 use crate::row::{self, Value};
 use crate::state::{KeyedStateBackend, Namespace, ValueState};
 use crate::stream::{DataStream, KeyedStream};
@@ -296,16 +296,6 @@ impl KeyedStream {
                 crate::state::Backend::for_subtask(info)?,
             )?) as Box<dyn Operator>)
         });
-        let env = &stream.env;
-        let node = env.add_node(
-            name,
-            stream.parallelism(),
-            NodeKind::Operator { factory, inputs: 1 },
-            output.clone(),
-            Vec::new(),
-        );
-        env.add_edge(stream, node, 0, Partitioning::Hash(self.key.clone()));
-        let time = stream.time.clone();
-        stream.derived(node, output, time)
+        self.keyed_operator(&name, factory, output, stream.time.clone())
     }
 }
