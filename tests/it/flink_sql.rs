@@ -29,6 +29,7 @@ const QUERIES: &[&str] = &[
     "cumulative-channels",
     "early-bids",
     "bid-trends",
+    "window-bids",
 ];
 const EVENTS: u64 = 60_000;
 /// Events per event-time second: a minute of event time.

@@ -484,6 +484,78 @@ fn over_aggregations_equal_brute_force() {
 }
 
 #[test]
+fn window_tvf_rows_and_window_joins_equal_brute_force() {
+    let dir = tempdir("sql-window-join");
+    let (rows_out, join_out) = (dir.join("rows"), dir.join("join"));
+    // HOP's rows (each bid in every 6 s window sliding by 2 s that holds it), and a window self
+    // join: the bids of one auction in the same 5 s tumbling window, pairwise.
+    let script = format!(
+        "{}
+        CREATE TABLE hop_rows (auction BIGINT, price BIGINT, ws TIMESTAMP(3), we TIMESTAMP(3))
+        WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+        CREATE TABLE pairs (auction BIGINT, a BIGINT, b BIGINT, ws TIMESTAMP(3))
+        WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+        INSERT INTO hop_rows
+        SELECT auction, price, window_start, window_end
+        FROM TABLE(HOP(TABLE bid, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '6' SECOND))
+        WHERE price > 5000;
+        INSERT INTO pairs
+        SELECT L.auction, L.price, R.price, L.window_start
+        FROM (SELECT * FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '5' SECOND))) L
+        JOIN (SELECT * FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '5' SECOND))) R
+        ON L.auction = R.auction AND L.window_start = R.window_start AND L.window_end = R.window_end;",
+        bid_table(),
+        rows_out.display(),
+        join_out.display()
+    );
+    let explained = plan_script(&format!(
+        "{}\nEXPLAIN SELECT L.auction FROM
+         (SELECT * FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '5' SECOND))) L
+         JOIN (SELECT * FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '5' SECOND))) R
+         ON L.auction = R.auction AND L.window_start = R.window_start AND L.window_end = R.window_end;",
+        bid_table()
+    ))
+    .unwrap();
+    let graph = compile::explain(&explained, &EngineConfig::default()).unwrap();
+    assert!(
+        graph[0].contains("interval_join([0ms, 0ms])"),
+        "{}",
+        graph[0]
+    );
+    run(&script);
+    let rows = bid_rows();
+    let mut expected_rows = Vec::new();
+    for &(a, _, p, t) in rows.iter().filter(|r| r.2 > 5000) {
+        let last = t - t.rem_euclid(2000);
+        for start in [last - 4000, last - 2000, last] {
+            expected_rows.push(format!(
+                "{a},{p},{},{}",
+                sql_time(start),
+                sql_time(start + 6000)
+            ));
+        }
+    }
+    let mut by_window: BTreeMap<(i64, i64), Vec<i64>> = BTreeMap::new();
+    for &(a, _, p, t) in &rows {
+        by_window
+            .entry((a, t - t.rem_euclid(5000)))
+            .or_default()
+            .push(p);
+    }
+    let mut expected_pairs = Vec::new();
+    for ((a, start), prices) in &by_window {
+        for pa in prices {
+            for pb in prices {
+                expected_pairs.push(format!("{a},{pa},{pb},{}", sql_time(*start)));
+            }
+        }
+    }
+    assert!(!expected_rows.is_empty() && expected_pairs.len() > rows.len());
+    assert_eq!(lines(&rows_out), multiset(expected_rows));
+    assert_eq!(lines(&join_out), multiset(expected_pairs));
+}
+
+#[test]
 fn what_the_streaming_planner_cannot_take_is_an_error_at_its_line() {
     let cases = [
         (

@@ -228,12 +228,74 @@ impl Compiler<'_> {
                  filters and group aggregations to a sink that takes updates (print, blackhole) \
                  for now",
             )),
-            Planned::Windows(_, w) => Err(SqlError::at(
-                w.at,
-                "a windowing TVF is taken only by GROUP BY window_start, window_end (window \
-                 aggregation) for now",
-            )),
+            Planned::Windows(s, w) => self.window_rows(&s, &w),
         }
+    }
+
+    /// A windowing TVF's rows: each input row once per window that holds it, with the window's
+    /// `window_start`, `window_end` and `window_time` (`window_end - 1 ms`, its time attribute).
+    /// Sessions are known only when they close: a SESSION TVF is taken by a window aggregation
+    /// only.
+    fn window_rows(&self, input: &DataStream, w: &WindowTvf) -> Result<DataStream, SqlError> {
+        if let WindowKind::Session { .. } = w.kind {
+            return Err(SqlError::at(
+                w.at,
+                "a SESSION TVF's rows are known only when the sessions close: it is taken only \
+                 by GROUP BY window_start, window_end (window aggregation)",
+            ));
+        }
+        let time = input.schema().index_of(&w.time_column).map_err(|_| {
+            SqlError::at(
+                w.at,
+                format!("the TVF's input has no column {}", w.time_column),
+            )
+        })?;
+        let assigner = tvf_assigner(&w.kind);
+        let ts = DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None);
+        let mut fields: Vec<Field> = input
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        for name in ["window_start", "window_end", "window_time"] {
+            fields.push(Field::new(name, ts.clone(), false));
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let target = schema.clone();
+        let mut rows = input.map_batches("window rows", schema, move |batch| {
+            let times = crate::time::event_time_values(batch.column(time).as_ref())?;
+            let (mut take, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+            let mut windows = Vec::new();
+            for (row, &t) in times.iter().enumerate() {
+                assigner.assign(t, &mut windows);
+                for w in &windows {
+                    take.push(u32::try_from(row).unwrap_or(u32::MAX));
+                    starts.push(w.start);
+                    ends.push(w.end);
+                }
+            }
+            let indices = arrow::array::UInt32Array::from(take);
+            let mut columns = batch
+                .columns()
+                .iter()
+                .map(|c| arrow::compute::take(c, &indices, None))
+                .collect::<Result<Vec<_>, _>>()?;
+            let window_times: Vec<i64> = ends.iter().map(|e| e - 1).collect();
+            for values in [starts, ends, window_times] {
+                columns.push(
+                    Arc::new(arrow::array::TimestampMillisecondArray::from(values)) as ArrayRef,
+                );
+            }
+            Ok(RecordBatch::try_new(target.clone(), columns)?)
+        });
+        // The rows' time is their window's last millisecond, as Flink's window_time.
+        let window_end = rows.schema().fields().len() - 2;
+        rows.time = Some(TimeAttr {
+            column: rows.schema().field(window_end).name().clone(),
+            offset: -1,
+        });
+        Ok(rows)
     }
 
     fn plan(&self, plan: &LogicalPlan) -> Result<Planned, SqlError> {
@@ -277,13 +339,7 @@ impl Compiler<'_> {
                     Planned::Changelog(s) => {
                         return Ok(Planned::Changelog(self.project_changelog(p, &s)?));
                     }
-                    Planned::Windows(_, w) => {
-                        return Err(SqlError::at(
-                            w.at,
-                            "a windowing TVF is taken only by GROUP BY window_start, window_end \
-                             (window aggregation) for now",
-                        ));
-                    }
+                    Planned::Windows(s, w) => self.window_rows(&s, &w)?,
                 };
                 let projected = self.project(
                     &input,
@@ -1043,7 +1099,8 @@ impl Compiler<'_> {
         let [left_before, right_before] = before;
         let left = self.filtered(self.stream(&j.left)?, left_before, j.left.schema())?;
         let right = self.filtered(self.stream(&j.right)?, right_before, j.right.schema())?;
-        let interval = interval_bounds(&mut rest, &j.schema, &left, &right);
+        let interval = interval_bounds(&mut rest, &j.schema, &left, &right)
+            .or_else(|| equal_times(&keys, &j.schema, &left, &right));
         let (left_keys, right_keys): (Vec<Expr>, Vec<Expr>) = keys.into_iter().unzip();
         let (left, left_names, left_extra) =
             self.with_keys(&left, &left_keys, j.left.schema(), "left")?;
@@ -1284,22 +1341,7 @@ impl Compiler<'_> {
             })?,
         };
         let assigner = match &source {
-            WindowSource::Tvf(w) => match w.kind {
-                WindowKind::Tumble { size } => {
-                    WindowAssigner::tumbling(Duration::from_millis(size as u64))
-                }
-                WindowKind::Hop { slide, size } => WindowAssigner::sliding(
-                    Duration::from_millis(size as u64),
-                    Duration::from_millis(slide as u64),
-                ),
-                WindowKind::Session { gap } => {
-                    WindowAssigner::session(Duration::from_millis(gap as u64))
-                }
-                WindowKind::Cumulate { step, size } => WindowAssigner::cumulative(
-                    Duration::from_millis(size as u64),
-                    Duration::from_millis(step as u64),
-                ),
-            },
+            WindowSource::Tvf(w) => tvf_assigner(&w.kind),
             // Each earlier window ends on a multiple of its slide: the tumbling window of one
             // slide that holds its last millisecond fires when the watermark passes it, and the
             // window's own start and end are keys.
@@ -1979,4 +2021,42 @@ fn interval_ms(v: &ScalarValue) -> Option<i64> {
             _ => None,
         }),
     }
+}
+
+/// The window assigner of a windowing TVF.
+fn tvf_assigner(kind: &WindowKind) -> WindowAssigner {
+    let ms = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(0));
+    match *kind {
+        WindowKind::Tumble { size } => WindowAssigner::tumbling(ms(size)),
+        WindowKind::Hop { slide, size } => WindowAssigner::sliding(ms(size), ms(slide)),
+        WindowKind::Session { gap } => WindowAssigner::session(ms(gap)),
+        WindowKind::Cumulate { step, size } => WindowAssigner::cumulative(ms(size), ms(step)),
+    }
+}
+
+/// Bounds `[c, c]` of `right - left` event time when an equality key compares the two sides'
+/// time attributes (`L.window_end = R.window_end` of a window join): the join is then an
+/// interval join, whose state goes when the watermark passes.
+fn equal_times(
+    keys: &[(Expr, Expr)],
+    schema: &DFSchema,
+    left: &DataStream,
+    right: &DataStream,
+) -> Option<(i64, i64)> {
+    let (left_time, right_time) = (left.time.as_ref()?, right.time.as_ref()?);
+    let left_column = left.schema().index_of(&left_time.column).ok()?;
+    let right_column =
+        left.schema().fields().len() + right.schema().index_of(&right_time.column).ok()?;
+    keys.iter().find_map(|(l, r)| {
+        let (il, ol) = time_offset(l, schema)?;
+        let (ir, or) = time_offset(r, schema)?;
+        // `left + ol = right + or`: `right - left = ol - or` in column values.
+        let c = if (il, ir) == (left_column, right_column) {
+            ol.checked_sub(or)?
+        } else {
+            return None;
+        };
+        let c = c.checked_add(right_time.offset.checked_sub(left_time.offset)?)?;
+        Some((c, c))
+    })
 }
