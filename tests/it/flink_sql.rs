@@ -14,6 +14,7 @@ use std::process::Command;
 const QUERIES: &[&str] = &[
     "q0",
     "q1",
+    "q10",
     "q2",
     "hot-auctions",
     "top-price",
@@ -194,25 +195,51 @@ fn numbers_compare_in_plain_notation() {
     assert_eq!(plain_number("2023-11-14 22:13:20.6"), None);
 }
 
-/// The rows of every visible part file under `dir`, normalized, as a multiset.
+/// The rows of every visible part file under `dir`, normalized, as a multiset. Files in
+/// partition directories (`dt=.../hm=...`) have each row start with their directories' names;
+/// a partition directory with files and without a `_SUCCESS` file is a row of its own
+/// (`uncommitted: <dir>`).
 fn rows(dir: &Path) -> BTreeMap<Vec<String>, usize> {
     let mut out = BTreeMap::new();
+    add_rows(dir, &mut Vec::new(), &mut out);
+    out
+}
+
+fn add_rows(dir: &Path, partition: &mut Vec<String>, out: &mut BTreeMap<Vec<String>, usize>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
+        return;
     };
+    let (mut committed, mut files) = (partition.is_empty(), false);
     for entry in entries {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "_SUCCESS" {
+            committed = true;
+        }
         if name.starts_with('.') || name.starts_with('_') {
             continue;
         }
+        if path.is_dir() {
+            partition.push(name);
+            add_rows(&path, partition, out);
+            partition.pop();
+            continue;
+        }
+        files = true;
         let text = std::fs::read_to_string(&path).unwrap();
         for line in text.lines() {
-            let row: Vec<String> = fields(line).iter().map(|f| normalize(f)).collect();
+            let row: Vec<String> = partition
+                .iter()
+                .cloned()
+                .chain(fields(line).iter().map(|f| normalize(f)))
+                .collect();
             *out.entry(row).or_insert(0) += 1;
         }
     }
-    out
+    if files && !committed {
+        *out.entry(vec![format!("uncommitted: {}", partition.join("/"))])
+            .or_insert(0) += 1;
+    }
 }
 
 /// The first rows each side has and the other has not (at most 5 each).

@@ -1434,6 +1434,10 @@ impl Source for FileReader {
 pub struct FileSink {
     dir: PathBuf,
     format: Format,
+    /// Partition columns: rows go to `dir/<col>=<value>/...`, without those columns.
+    partition_by: Vec<String>,
+    /// Write an empty `_SUCCESS` file into every partition directory when the input ends.
+    success_files: bool,
 }
 
 impl FileSink {
@@ -1445,6 +1449,8 @@ impl FileSink {
                 header: true,
                 delimiter: b',',
             },
+            partition_by: Vec::new(),
+            success_files: false,
         }
     }
 
@@ -1453,6 +1459,8 @@ impl FileSink {
         Self {
             dir: path.as_ref().to_owned(),
             format: Format::JsonLines,
+            partition_by: Vec::new(),
+            success_files: false,
         }
     }
 
@@ -1477,6 +1485,103 @@ impl FileSink {
         self.dir
             .join(format!("part-{subtask}.{}", self.format.extension()))
     }
+
+    /// Partitions the output by `columns`, as Flink's filesystem sink with `PARTITIONED BY`:
+    /// each row goes to the directory `<col>=<value>/...` under the sink's (values escaped as
+    /// Flink escapes them; null or empty as `__DEFAULT_PARTITION__`), and the files hold the
+    /// other columns.
+    pub fn partition_by(mut self, columns: &[&str]) -> Self {
+        self.partition_by = columns.iter().map(|c| (*c).to_owned()).collect();
+        self
+    }
+
+    /// Whether every partition directory gets an empty `_SUCCESS` file when the input ends
+    /// (Flink's `success-file` partition commit policy).
+    pub fn with_success_files(mut self, success_files: bool) -> Self {
+        self.success_files = success_files;
+        self
+    }
+
+    /// Opens subtask `subtask`'s part file in `dir` for records of `schema`.
+    fn open_part(&self, dir: &Path, subtask: u32, schema: &Schema) -> Result<PartWriter> {
+        let path = dir.join(format!("part-{subtask}.{}", self.format.extension()));
+        let tmp = dir.join(format!(
+            ".part-{subtask}.{}.inprogress",
+            self.format.extension()
+        ));
+        let display = path.display().to_string();
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let file = File::create(&tmp).map_err(|e| Error::io(format!("creating {display}"), e))?;
+        let mut writer = BufWriter::with_capacity(IO_BUFFER, file);
+        let out = match self.format {
+            Format::Csv { header, delimiter } => {
+                if header {
+                    let mut line = String::new();
+                    for (i, f) in schema.fields().iter().enumerate() {
+                        if i > 0 {
+                            line.push(char::from(delimiter));
+                        }
+                        push_csv_text(&mut line, f.name(), delimiter);
+                    }
+                    line.push('\n');
+                    writer
+                        .write_all(line.as_bytes())
+                        .map_err(|e| Error::io(format!("writing {display}"), e))?;
+                }
+                PartOut::Csv {
+                    writer,
+                    delimiter,
+                    line: String::new(),
+                }
+            }
+            Format::JsonLines => PartOut::Json(Box::new(
+                WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, LineDelimited>(writer),
+            )),
+        };
+        Ok(PartWriter {
+            display,
+            path,
+            tmp,
+            out: Some(out),
+        })
+    }
+}
+
+/// A partition value as a directory name part, escaped as Flink (and Hive) escape them.
+fn escape_partition_value(value: &str) -> String {
+    if value.is_empty() {
+        return "__DEFAULT_PARTITION__".into();
+    }
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        let escaped = c < ' '
+            || matches!(
+                c,
+                '"' | '#'
+                    | '%'
+                    | '\''
+                    | '*'
+                    | '/'
+                    | ':'
+                    | '='
+                    | '?'
+                    | '\\'
+                    | '\x7f'
+                    | '{'
+                    | '['
+                    | ']'
+                    | '^'
+            );
+        if escaped {
+            out.push_str(&format!("%{:02X}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl SinkBuilder for FileSink {
@@ -1488,55 +1593,114 @@ impl SinkBuilder for FileSink {
         let name = self.name();
         self.format.check(&name)?;
         columns_of(&name, schema)?;
-        let schema = schema.clone();
+        let partitions = self
+            .partition_by
+            .iter()
+            .map(|c| {
+                schema.index_of(c).map_err(|_| {
+                    Error::plan(&name, format!("partition column '{c}' is not a column"))
+                })
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        let data: Vec<usize> = (0..schema.fields().len())
+            .filter(|i| !partitions.contains(i))
+            .collect();
+        if data.is_empty() {
+            return Err(Error::plan(&name, "every column is a partition column"));
+        }
+        let data_schema = Arc::new(schema.project(&data)?);
         let sink = Arc::new(self);
         Ok(Arc::new(move |info| {
-            let path = sink.part_path(info.index);
-            let tmp = sink.dir.join(format!(
-                ".part-{}.{}.inprogress",
-                info.index,
-                sink.format.extension()
-            ));
-            let display = path.display().to_string();
-            std::fs::create_dir_all(&sink.dir)
-                .map_err(|e| Error::io(format!("creating {}", sink.dir.display()), e))?;
-            let file =
-                File::create(&tmp).map_err(|e| Error::io(format!("creating {display}"), e))?;
-            let mut writer = BufWriter::with_capacity(IO_BUFFER, file);
-            let out = match sink.format {
-                Format::Csv { header, delimiter } => {
-                    if header {
-                        let mut line = String::new();
-                        for (i, f) in schema.fields().iter().enumerate() {
-                            if i > 0 {
-                                line.push(char::from(delimiter));
-                            }
-                            push_csv_text(&mut line, f.name(), delimiter);
-                        }
-                        line.push('\n');
-                        writer
-                            .write_all(line.as_bytes())
-                            .map_err(|e| Error::io(format!("writing {display}"), e))?;
-                    }
-                    PartOut::Csv {
-                        writer,
-                        delimiter,
-                        line: String::new(),
-                    }
-                }
-                Format::JsonLines => PartOut::Json(Box::new(
-                    WriterBuilder::new()
-                        .with_explicit_nulls(true)
-                        .build::<_, LineDelimited>(writer),
-                )),
-            };
-            Ok(Box::new(PartWriter {
-                display,
-                path,
-                tmp,
-                out: Some(out),
+            if partitions.is_empty() {
+                return Ok(
+                    Box::new(sink.open_part(&sink.dir, info.index, &data_schema)?)
+                        as Box<dyn Operator>,
+                );
+            }
+            Ok(Box::new(PartitionedWriter {
+                sink: sink.clone(),
+                subtask: info.index,
+                partitions: partitions.clone(),
+                data: data.clone(),
+                data_schema: data_schema.clone(),
+                writers: HashMap::new(),
             }) as Box<dyn Operator>)
         }))
+    }
+}
+
+/// One subtask of a partitioned file sink: a part file per partition directory it wrote to.
+struct PartitionedWriter {
+    sink: Arc<FileSink>,
+    subtask: u32,
+    partitions: Vec<usize>,
+    data: Vec<usize>,
+    data_schema: SchemaRef,
+    writers: HashMap<PathBuf, PartWriter>,
+}
+
+impl Operator for PartitionedWriter {
+    fn process(&mut self, input: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        let options = FormatOptions::default();
+        let formatters = self
+            .partitions
+            .iter()
+            .map(|&i| ArrayFormatter::try_new(batch.column(i).as_ref(), &options))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        // Rows by partition directory, in order of first appearance.
+        let mut rows: Vec<(PathBuf, Vec<u32>)> = Vec::new();
+        let mut index: HashMap<PathBuf, usize> = HashMap::new();
+        for row in 0..batch.num_rows() {
+            let mut dir = self.sink.dir.clone();
+            for ((&c, f), column) in self
+                .partitions
+                .iter()
+                .zip(&formatters)
+                .zip(&self.sink.partition_by)
+            {
+                let value = if batch.column(c).is_null(row) {
+                    String::new()
+                } else {
+                    f.value(row).to_string()
+                };
+                dir.push(format!("{column}={}", escape_partition_value(&value)));
+            }
+            let at = *index.entry(dir.clone()).or_insert_with(|| {
+                rows.push((dir, Vec::new()));
+                rows.len() - 1
+            });
+            rows[at].1.push(u32::try_from(row).unwrap_or(u32::MAX));
+        }
+        let data = batch.project(&self.data)?;
+        for (dir, take) in rows {
+            let indices = arrow::array::UInt32Array::from(take);
+            let columns = data
+                .columns()
+                .iter()
+                .map(|c| arrow::compute::take(c, &indices, None))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let part = RecordBatch::try_new(self.data_schema.clone(), columns)?;
+            if !self.writers.contains_key(&dir) {
+                let writer = self.sink.open_part(&dir, self.subtask, &self.data_schema)?;
+                self.writers.insert(dir.clone(), writer);
+            }
+            if let Some(writer) = self.writers.get_mut(&dir) {
+                writer.process(input, part, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn end_of_input(&mut self, out: &mut Output) -> Result<()> {
+        for (dir, writer) in &mut self.writers {
+            writer.end_of_input(out)?;
+            if self.sink.success_files {
+                let success = dir.join("_SUCCESS");
+                File::create(&success)
+                    .map_err(|e| Error::io(format!("creating {}", success.display()), e))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1719,6 +1883,14 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+
+    #[test]
+    fn partition_values_are_escaped_as_flink_escapes_them() {
+        assert_eq!(escape_partition_value("2015-07-15"), "2015-07-15");
+        assert_eq!(escape_partition_value("00:01"), "00%3A01");
+        assert_eq!(escape_partition_value("a/b=c%"), "a%2Fb%3Dc%25");
+        assert_eq!(escape_partition_value(""), "__DEFAULT_PARTITION__");
+    }
 
     fn split(s: &str) -> std::result::Result<(bool, Vec<(String, bool)>), String> {
         let mut text = String::new();

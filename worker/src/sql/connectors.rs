@@ -317,6 +317,49 @@ pub fn source(
     Ok((stream, pushed))
 }
 
+/// `PARTITIONED BY`: the sink's partition columns and its commit options. Strom's file sink
+/// writes bounded input and commits every partition when the input ends (`_SUCCESS` files for the
+/// `success-file` policy); the trigger, delay, time extractor and rolling options, which decide
+/// when Flink commits a partition of an unbounded stream, are taken and have nothing to decide.
+fn partitioned(
+    sink: FileSink,
+    table: &TableDef,
+    o: &mut Options<'_>,
+) -> Result<FileSink, SqlError> {
+    let policy = o.take("sink.partition-commit.policy.kind");
+    for key in [
+        "sink.partition-commit.trigger",
+        "sink.partition-commit.delay",
+        "sink.partition-commit.watermark-time-zone",
+        "partition.time-extractor.timestamp-pattern",
+        "partition.time-extractor.kind",
+        "sink.rolling-policy.rollover-interval",
+        "sink.rolling-policy.check-interval",
+        "sink.rolling-policy.file-size",
+        "sink.rolling-policy.inactivity-interval",
+    ] {
+        if o.take(key).is_some() && table.partition_by.is_empty() {
+            return Err(o.err(format!("option '{key}' is for a PARTITIONED BY table")));
+        }
+    }
+    let mut success = false;
+    for kind in policy.iter().flat_map(|p| p.split(',')).map(str::trim) {
+        match kind {
+            "success-file" => success = true,
+            other => {
+                return Err(o.err(format!(
+                    "sink.partition-commit.policy.kind '{other}' is not supported (success-file)"
+                )));
+            }
+        }
+    }
+    if table.partition_by.is_empty() {
+        return Ok(sink);
+    }
+    let columns: Vec<&str> = table.partition_by.iter().map(String::as_str).collect();
+    Ok(sink.partition_by(&columns).with_success_files(success))
+}
+
 /// Files and Kafka messages hold decimals as text; they are cast after reading.
 fn decimals_as_text(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new(
@@ -428,6 +471,7 @@ pub fn sink(stream: &DataStream, table: &TableDef, changelog: bool) -> Result<()
                     return Err(o.err(format!("format '{other}' is not supported (csv, json)")));
                 }
             };
+            let sink = partitioned(sink, table, &mut o)?;
             let text = text_schema(stream.schema());
             let as_text = stream.map_batches("to text", text.clone(), move |batch| {
                 to_text(&batch, &text, sql_timestamp)

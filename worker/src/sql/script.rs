@@ -93,6 +93,8 @@ pub struct TableDef {
     /// `WATERMARK FOR column AS expr`.
     pub watermark: Option<(String, Expr)>,
     pub primary_key: Vec<String>,
+    /// `PARTITIONED BY (a, b)`.
+    pub partition_by: Vec<String>,
     /// `WITH ('k' = 'v', ...)`, keys as written.
     pub options: BTreeMap<String, String>,
     pub at: Location,
@@ -232,6 +234,7 @@ fn create_table(parser: &mut Parser<'_>, at: Location) -> Result<TableDef, SqlEr
         computed: Vec::new(),
         watermark: None,
         primary_key: Vec::new(),
+        partition_by: Vec::new(),
         options: BTreeMap::new(),
         at,
     };
@@ -281,6 +284,29 @@ fn create_table(parser: &mut Parser<'_>, at: Location) -> Result<TableDef, SqlEr
         }
     }
     parser.expect_token(&Token::RParen).map_err(err)?;
+    if parser.parse_keywords(&[Keyword::PARTITIONED, Keyword::BY]) {
+        parser.expect_token(&Token::LParen).map_err(err)?;
+        table.partition_by = parser
+            .parse_comma_separated(|p| p.parse_identifier())
+            .map_err(err)?
+            .into_iter()
+            .map(|i| i.value)
+            .collect();
+        parser.expect_token(&Token::RParen).map_err(err)?;
+        if let Some(c) = table
+            .partition_by
+            .iter()
+            .find(|c| !table.columns.iter().any(|p| &p.name == *c))
+        {
+            return Err(SqlError::at(
+                at,
+                format!(
+                    "PARTITIONED BY {c}: table {} has no such column",
+                    table.name
+                ),
+            ));
+        }
+    }
     if parser.parse_keyword(Keyword::WITH) {
         parser.expect_token(&Token::LParen).map_err(err)?;
         let pairs = parser
