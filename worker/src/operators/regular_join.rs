@@ -11,6 +11,13 @@
 //!
 //! Joined records are the left record's fields followed by the right record's
 //! ([`super::join::join_schema`]), built from the two encoded rows without decoding either.
+//!
+//! **Outer joins** (LEFT, RIGHT, FULL: [`RegularJoin::outer`]) emit a changelog (the last column,
+//! [`OP_COLUMN`]): a preserved side's record without a match goes out padded with nulls (`+I`),
+//! and when its key's first match arrives that row is deleted (`-D`) before the joined ones are
+//! inserted, as Flink does. A key's records all match each other (the join has no condition
+//! besides its key), so a record has a match exactly when the other side holds its key: no
+//! per-record match count is kept. A preserved record with a null key goes out padded at once.
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,6 +26,7 @@ use arrow::array::Array;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
+use super::group_aggregate::{OP_COLUMN, RowKind};
 use super::join::{JoinedRows, add_join, join_schema, side_of};
 use super::process::{check_key_types, check_output_schema, same_env};
 use crate::checkpoint::state::{RestoredState, StateWriter};
@@ -26,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::keys::{KeyRows, KeySpec};
 use crate::operator::{Operator, Output, SubtaskInfo};
 use crate::plan::OperatorFactory;
-use crate::row;
+use crate::row::{self, Value};
 use crate::state::{KeyedStateBackend, ListState, Namespace};
 use crate::stream::{DataStream, KeyedStream};
 use crate::time::{TimeDomain, Timestamp};
@@ -67,6 +75,9 @@ pub struct RegularJoinSpec {
     /// How long a stored record lives, in milliseconds of processing time; `None` is forever.
     pub ttl_ms: Option<i64>,
     pub clock: ProcessingClock,
+    /// Whether the left and the right records without a match are kept (outer joins): the
+    /// output is then a changelog.
+    pub outer: [bool; 2],
 }
 
 /// Cleanup timers of a key are rounded up to this grain (or the TTL, if shorter), so that a key
@@ -86,6 +97,9 @@ pub struct RegularJoinOperator<S: KeyedStateBackend> {
     keys: KeyRows,
     row_buf: Vec<u8>,
     joined: JoinedRows,
+    /// Outer joins: each side's row of nulls, and scratch for a row and its kind.
+    nulls: [Vec<u8>; 2],
+    suffix: Vec<u8>,
 }
 
 impl<S: KeyedStateBackend> RegularJoinOperator<S> {
@@ -93,6 +107,12 @@ impl<S: KeyedStateBackend> RegularJoinOperator<S> {
     pub fn new(info: SubtaskInfo, spec: RegularJoinSpec, mut state: S) -> Result<Self> {
         if spec.ttl_ms.is_some_and(|t| t <= 0) {
             return Err(info.fail("a join's state time-to-live must be positive"));
+        }
+        let mut nulls = [Vec::new(), Vec::new()];
+        for (side, buf) in nulls.iter_mut().enumerate() {
+            for f in spec.inputs[side].0.fields() {
+                row::encode_owned(&Value::Null, f.data_type(), buf)?;
+            }
         }
         Ok(Self {
             rows: [
@@ -106,7 +126,90 @@ impl<S: KeyedStateBackend> RegularJoinOperator<S> {
             keys: KeyRows::default(),
             row_buf: Vec::new(),
             joined: JoinedRows::default(),
+            nulls,
+            suffix: Vec::new(),
         })
+    }
+
+    fn is_outer(&self) -> bool {
+        self.spec.outer.iter().any(|o| *o)
+    }
+
+    /// Adds a changelog row: `this` of `side` with `other` of the other side.
+    fn emit(&mut self, side: usize, this: &[u8], other: &[u8], kind: RowKind) -> Result<()> {
+        let (l, r) = if side == 0 {
+            (this, other)
+        } else {
+            (other, this)
+        };
+        self.suffix.clear();
+        self.suffix.extend_from_slice(r);
+        row::encode_owned(
+            &Value::Int(kind as i64),
+            &arrow::datatypes::DataType::Int8,
+            &mut self.suffix,
+        )?;
+        self.joined.push(l, &self.suffix);
+        Ok(())
+    }
+
+    /// An outer join's record `this` of `side`, key `key` (`None`: a null key).
+    fn process_outer(
+        &mut self,
+        side: usize,
+        key: Option<&[u8]>,
+        this: &[u8],
+        now: Timestamp,
+        expires: Timestamp,
+    ) -> Result<()> {
+        let other = 1 - side;
+        let Some(key) = key else {
+            if self.spec.outer[side] {
+                let nulls = self.nulls[other].clone();
+                self.emit(side, this, &nulls, RowKind::Insert)?;
+            }
+            return Ok(());
+        };
+        let global = Namespace::Global;
+        let (others, expired) = self
+            .state
+            .with_list(&self.rows[other], key, &global, |rows| {
+                let live: Vec<Vec<u8>> = rows
+                    .iter()
+                    .filter(|(t, _)| *t > now)
+                    .map(|(_, r)| r.clone())
+                    .collect();
+                (live, rows.iter().any(|(t, _)| *t <= now))
+            })?;
+        if expired {
+            self.expire(key, other, now)?;
+        }
+        if others.is_empty() {
+            if self.spec.outer[side] {
+                let nulls = self.nulls[other].clone();
+                self.emit(side, this, &nulls, RowKind::Insert)?;
+            }
+        } else {
+            let unmatched = self.spec.outer[other]
+                && self
+                    .state
+                    .with_list(&self.rows[side], key, &global, |rows| {
+                        rows.iter().all(|(t, _)| *t <= now)
+                    })?;
+            let nulls = self.nulls[side].clone();
+            for o in &others {
+                if unmatched {
+                    // `o` had no match until now: its null-padded row goes.
+                    self.emit(other, o, &nulls, RowKind::Delete)?;
+                }
+            }
+            for o in &others {
+                self.emit(side, this, o, RowKind::Insert)?;
+            }
+        }
+        self.state
+            .list_add(&self.rows[side], key, &global, (expires, this.to_vec()))?;
+        Ok(())
     }
 
     /// The keyed state, for inspection in tests.
@@ -157,7 +260,23 @@ impl<S: KeyedStateBackend> Operator for RegularJoinOperator<S> {
             .ttl_ms
             .map_or(Timestamp::MAX, |ttl| now.saturating_add(ttl));
         let global = Namespace::Global;
+        let outer = self.is_outer();
         for row in 0..batch.num_rows() {
+            if outer {
+                self.row_buf.clear();
+                row::encode_row(batch.columns(), row, &mut self.row_buf)?;
+                let this = std::mem::take(&mut self.row_buf);
+                let key = (!null_key(&key_columns, row)).then(|| keys.get(row));
+                self.process_outer(side, key, &this, now, expires)?;
+                self.row_buf = this;
+                if let (Some(key), Some(ttl)) = (key, self.spec.ttl_ms) {
+                    let grain = ttl.min(CLEANUP_GRAIN_MS);
+                    let at = expires.saturating_add(grain - 1) / grain * grain;
+                    self.timers
+                        .register(TimeDomain::ProcessingTime, at, key, global);
+                }
+                continue;
+            }
             if null_key(&key_columns, row) {
                 continue;
             }
@@ -233,6 +352,7 @@ impl<S: KeyedStateBackend> Operator for RegularJoinOperator<S> {
 #[derive(Debug, Clone)]
 pub struct RegularJoin {
     ttl_ms: Option<i64>,
+    outer: [bool; 2],
     clock: ProcessingClock,
 }
 
@@ -240,6 +360,7 @@ impl Default for RegularJoin {
     fn default() -> Self {
         Self {
             ttl_ms: None,
+            outer: [false, false],
             clock: ProcessingClock::system(),
         }
     }
@@ -262,6 +383,13 @@ impl RegularJoin {
         self.clock = clock;
         self
     }
+
+    /// An outer join: `left` keeps the left records without a match (LEFT), `right` the right
+    /// ones (RIGHT), both for FULL. The output becomes a changelog (see the module docs).
+    pub fn outer(mut self, left: bool, right: bool) -> Self {
+        self.outer = [left, right];
+        self
+    }
 }
 
 impl KeyedStream {
@@ -270,9 +398,15 @@ impl KeyedStream {
     /// [`join_schema`] of the two inputs, has no event time, and runs at this stream's parallelism.
     pub fn regular_join(&self, other: &KeyedStream, join: RegularJoin) -> DataStream {
         let (left, right) = (&self.stream, &other.stream);
+        let kind = match join.outer {
+            [false, false] => "regular_join",
+            [true, false] => "left_outer_join",
+            [false, true] => "right_outer_join",
+            [true, true] => "full_outer_join",
+        };
         let name = match join.ttl_ms {
-            Some(ttl) => format!("regular_join(ttl {ttl}ms)"),
-            None => "regular_join".to_owned(),
+            Some(ttl) => format!("{kind}(ttl {ttl}ms)"),
+            None => kind.to_owned(),
         };
         let spec = (|| -> Result<RegularJoinSpec> {
             if !same_env(left, right) {
@@ -292,7 +426,21 @@ impl KeyedStream {
                 (&left.schema, &self.key),
                 (&right.schema, &other.key),
             )?;
-            let output = join_schema(&left.schema, &right.schema);
+            let mut output = join_schema(&left.schema, &right.schema);
+            if join.outer.iter().any(|o| *o) {
+                // Either side may be padded with nulls; the row kind comes last.
+                let mut fields: Vec<arrow::datatypes::Field> = output
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+                    .collect();
+                fields.push(arrow::datatypes::Field::new(
+                    OP_COLUMN,
+                    arrow::datatypes::DataType::Int8,
+                    false,
+                ));
+                output = Arc::new(arrow::datatypes::Schema::new(fields));
+            }
             check_output_schema(&name, &output)?;
             Ok(RegularJoinSpec {
                 inputs: [
@@ -302,6 +450,7 @@ impl KeyedStream {
                 output,
                 ttl_ms: join.ttl_ms,
                 clock: join.clock.clone(),
+                outer: join.outer,
             })
         })();
         let spec = match spec {
@@ -355,6 +504,7 @@ mod tests {
             output: join_schema(&schema("a"), &schema("b")),
             ttl_ms,
             clock,
+            outer: [false, false],
         }
     }
 
@@ -425,6 +575,57 @@ mod tests {
         assert_eq!(pairs(&mut out), vec![pair("x", "r"), pair("y", "r")]);
         // Rows with a null key are not kept.
         assert_eq!(op.state().entries(), 4);
+    }
+
+    /// (kind, left value, right value) of a changelog's rows, in order; nulls as "-".
+    fn changes(out: &mut Output) -> Vec<String> {
+        let mut rows = Vec::new();
+        for item in out.drain() {
+            if let Emitted::Data(b) = item {
+                for r in rows_of(&b).unwrap() {
+                    let text = |v: &Value| v.as_str().map_or("-".to_owned(), str::to_owned);
+                    let kind = match r[4] {
+                        Value::Int(k) => RowKind::from_code(k as i8).unwrap().short(),
+                        _ => "?",
+                    };
+                    rows.push(format!("{kind}({},{})", text(&r[1]), text(&r[3])));
+                }
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn a_full_outer_join_pads_unmatched_rows_and_deletes_them_at_their_first_match() {
+        let mut join_spec = spec(None, ProcessingClock::system());
+        join_spec.outer = [true, true];
+        let mut fields: Vec<Field> = join_spec
+            .output
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
+        join_spec.output = Arc::new(Schema::new(fields));
+        let mut op = RegularJoinOperator::new(
+            info(),
+            join_spec,
+            crate::state::MemoryStateBackend::default(),
+        )
+        .unwrap();
+        let mut out = Output::default();
+        op.process(0, batch("a", &[(Some(1), "x"), (None, "n")]), &mut out)
+            .unwrap();
+        assert_eq!(changes(&mut out), ["+I(x,-)", "+I(n,-)"]);
+        op.process(1, batch("b", &[(Some(1), "p"), (Some(2), "q")]), &mut out)
+            .unwrap();
+        assert_eq!(changes(&mut out), ["-D(x,-)", "+I(x,p)", "+I(-,q)"]);
+        op.process(0, batch("a", &[(Some(2), "z"), (Some(1), "y")]), &mut out)
+            .unwrap();
+        assert_eq!(changes(&mut out), ["-D(-,q)", "+I(z,q)", "+I(y,p)"]);
+        op.process(1, batch("b", &[(Some(1), "r"), (None, "m")]), &mut out)
+            .unwrap();
+        assert_eq!(changes(&mut out), ["+I(x,r)", "+I(y,r)", "+I(-,m)"]);
     }
 
     #[test]

@@ -368,12 +368,17 @@ impl Compiler<'_> {
                     },
                 )
             }
-            LogicalPlan::Join(j) => Ok(Planned::Stream(self.join(j, None)?)),
-            LogicalPlan::Filter(f) if matches!(f.input.as_ref(), LogicalPlan::Join(_)) => {
+            LogicalPlan::Join(j) => self.join(j, None),
+            // A WHERE over an inner join is part of its condition; over an outer join it filters
+            // the join's result.
+            LogicalPlan::Filter(f)
+                if matches!(f.input.as_ref(), LogicalPlan::Join(j)
+                    if j.join_type == datafusion_expr::JoinType::Inner) =>
+            {
                 let LogicalPlan::Join(j) = f.input.as_ref() else {
                     return Err(self.err("a filter over a join lost its join"));
                 };
-                Ok(Planned::Stream(self.join(j, Some(&f.predicate))?))
+                self.join(j, Some(&f.predicate))
             }
             LogicalPlan::Filter(f) => {
                 if let Some(top) = self.top_n(f)? {
@@ -1026,15 +1031,21 @@ impl Compiler<'_> {
         &self,
         j: &datafusion_expr::logical_plan::Join,
         filter: Option<&Expr>,
-    ) -> Result<DataStream, SqlError> {
+    ) -> Result<Planned, SqlError> {
         use datafusion_expr::utils::split_conjunction;
         use datafusion_expr::{BinaryExpr, JoinType, Operator};
-        if j.join_type != JoinType::Inner {
-            return Err(self.err(format!(
-                "{} joins are not supported yet: only inner joins",
-                j.join_type
-            )));
-        }
+        let outer = match j.join_type {
+            JoinType::Inner => [false, false],
+            JoinType::Left => [true, false],
+            JoinType::Right => [false, true],
+            JoinType::Full => [true, true],
+            other => {
+                return Err(self.err(format!(
+                    "{other} joins are not supported (inner, left, right and full joins are)"
+                )));
+            }
+        };
+        let is_outer = outer.iter().any(|o| *o);
         let left_width = j.left.schema().fields().len();
         // Which side an expression reads: Some(true) left only, Some(false) right only.
         let side = |e: &Expr| -> Option<bool> {
@@ -1096,11 +1107,22 @@ impl Compiler<'_> {
                  on other conditions alone are not supported)",
             ));
         }
+        if is_outer && (!rest.is_empty() || before.iter().any(|b| !b.is_empty())) {
+            return Err(self.err(format!(
+                "{} joins with conditions besides equalities of the two sides are not \
+                 supported yet",
+                j.join_type
+            )));
+        }
         let [left_before, right_before] = before;
         let left = self.filtered(self.stream(&j.left)?, left_before, j.left.schema())?;
         let right = self.filtered(self.stream(&j.right)?, right_before, j.right.schema())?;
-        let interval = interval_bounds(&mut rest, &j.schema, &left, &right)
-            .or_else(|| equal_times(&keys, &j.schema, &left, &right));
+        let interval = if is_outer {
+            None
+        } else {
+            interval_bounds(&mut rest, &j.schema, &left, &right)
+                .or_else(|| equal_times(&keys, &j.schema, &left, &right))
+        };
         let (left_keys, right_keys): (Vec<Expr>, Vec<Expr>) = keys.into_iter().unzip();
         let (left, left_names, left_extra) =
             self.with_keys(&left, &left_keys, j.left.schema(), "left")?;
@@ -1111,38 +1133,36 @@ impl Compiler<'_> {
         let mut joined = match interval {
             Some((lower, upper)) => left_keyed.interval_join(&right_keyed, lower, upper),
             None => {
-                let mut options = crate::operators::regular_join::RegularJoin::new();
+                let mut options =
+                    crate::operators::regular_join::RegularJoin::new().outer(outer[0], outer[1]);
                 if let Some(ttl) = self.state_ttl {
                     options = options.ttl(ttl);
                 }
                 left_keyed.regular_join(&right_keyed, options)
             }
         };
-        if left_extra + right_extra > 0 {
-            // Drop the key columns computed for the join.
-            let left_fields = left.schema().fields().len() - left_extra;
-            let right_fields = right.schema().fields().len() - right_extra;
-            let kept: Vec<usize> = (0..left_fields)
-                .chain((0..right_fields).map(|i| left.schema().fields().len() + i))
-                .collect();
-            let out = stream_schema(&j.schema);
-            let target = out.clone();
-            joined = joined.map_batches("join result", out, move |batch| {
-                let columns = kept.iter().map(|&i| batch.column(i).clone()).collect();
-                Ok(RecordBatch::try_new(target.clone(), columns)?)
-            });
-        } else {
-            // The same columns under the plan's names.
-            let out = stream_schema(&j.schema);
-            let target = out.clone();
-            joined = joined.map_batches("join result", out, move |batch| {
-                Ok(RecordBatch::try_new(
-                    target.clone(),
-                    batch.columns().to_vec(),
-                )?)
-            });
+        // To the plan's columns (without the key columns computed for the join), then the row
+        // kind of an outer join's changelog.
+        let left_fields = left.schema().fields().len() - left_extra;
+        let right_fields = right.schema().fields().len() - right_extra;
+        let mut kept: Vec<usize> = (0..left_fields)
+            .chain((0..right_fields).map(|i| left.schema().fields().len() + i))
+            .collect();
+        let mut out_fields = stream_schema(&j.schema).fields().to_vec();
+        if is_outer {
+            kept.push(joined.schema().fields().len() - 1);
+            out_fields.push(Arc::new(Field::new(OP_COLUMN, DataType::Int8, false)));
         }
-        self.filtered(joined, rest, &j.schema)
+        let out = Arc::new(Schema::new(out_fields));
+        let target = out.clone();
+        joined = joined.map_batches("join result", out, move |batch| {
+            let columns = kept.iter().map(|&i| batch.column(i).clone()).collect();
+            Ok(RecordBatch::try_new(target.clone(), columns)?)
+        });
+        if is_outer {
+            return Ok(Planned::Changelog(joined));
+        }
+        Ok(Planned::Stream(self.filtered(joined, rest, &j.schema)?))
     }
 
     /// `input` (whose plan schema is `schema`) with the rows where all `conditions` hold.
