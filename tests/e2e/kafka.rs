@@ -16,7 +16,7 @@ const TOOL_LIMIT_SECS: &str = "120";
 /// The console consumer gives up after this long without a record.
 const CONSUMER_IDLE_MS: &str = "60000";
 
-pub(crate) struct Kafka {
+struct Kafka {
     bootstrap: String,
     libs: String,
 }
@@ -30,7 +30,7 @@ struct PartitionOffsets {
 }
 
 impl Kafka {
-    pub(crate) fn from_testbed() -> Kafka {
+    fn from_testbed() -> Kafka {
         let bed = TestBed::get();
         Kafka {
             bootstrap: bed.var("STROM_TESTBED_KAFKA_BOOTSTRAP").to_string(),
@@ -51,7 +51,7 @@ impl Kafka {
         cmd
     }
 
-    pub(crate) fn create_topic(&self, topic: &str, partitions: u32) {
+    fn create_topic(&self, topic: &str, partitions: u32) {
         let out = run_ok(
             self.tool("org.apache.kafka.tools.TopicCommand")
                 .args(["--create", "--topic", topic, "--replication-factor", "1"])
