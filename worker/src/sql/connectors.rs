@@ -3,7 +3,7 @@
 //!
 //! | connector | as a source | as a sink |
 //! | --- | --- | --- |
-//! | `filesystem` | `path` (a file or a directory), `format` = `csv` (no header, `csv.field-delimiter`) or `json` (one object per line) | the same: part files in the directory `path`; timestamps as `yyyy-MM-dd HH:mm:ss.SSS` |
+//! | `filesystem` | `path` (a file or a directory), `format` = `csv` (no header, `csv.field-delimiter`) or `json` (one object per line) | the same: part files in the directory `path`; timestamps as `yyyy-MM-dd HH:mm:ss.SSS`; `PARTITIONED BY` tables write `<col>=<value>` directories (`sink.partition-commit.policy.kind` = `success-file`: a `_SUCCESS` file each when the input ends) |
 //! | `datagen` | `number-of-rows`, `rows-per-second`, `fields.F.kind` = `random` / `sequence`, `fields.F.min` / `max` / `start` / `end` / `length` | — |
 //! | `nexmark` | Strom's generator as flat tables: `table` = `bid` / `auction` / `person`, `events.num` (events of every kind, as in Flink's Nexmark connector; the table has its share), `event.rate` (events per event-time second), `seed`; the declared columns are picked by name | — |
 //! | `kafka` | `topic`, `properties.bootstrap.servers`, `properties.*` (to librdkafka: `group.id`, `isolation.level`, ...), `format` / `value.format` = `csv` / `json`, `scan.startup.mode` = `group-offsets` (default) / `earliest-offset` / `latest-offset` / `timestamp` (`scan.startup.timestamp-millis`) / `specific-offsets` (`scan.startup.specific-offsets`), `scan.bounded.mode` = `unbounded` / `latest-offset`; offsets kept in checkpoints | the same `topic`, `properties.*` and format; `sink.delivery-guarantee` = `at-least-once` (default) / `none` / `exactly-once` (Kafka transactions, `sink.transactional-id-prefix`); one message per row, no key |
