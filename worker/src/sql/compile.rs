@@ -826,18 +826,7 @@ impl Compiler<'_> {
                     _ => column.clone(),
                 });
             }
-            let columns = columns
-                .into_iter()
-                .zip(target.fields())
-                .map(|(c, f)| {
-                    if c.data_type() == f.data_type() {
-                        Ok(c)
-                    } else {
-                        arrow::compute::cast(&c, f.data_type())
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(RecordBatch::try_new(target.clone(), columns)?)
+            connectors::columns_as(columns, &target)
         });
         Ok(Planned::Stream(result))
     }
@@ -1584,18 +1573,7 @@ impl Compiler<'_> {
                     Finish::Unscaled => from_unscaled(column, field)?,
                 });
             }
-            let columns = columns
-                .into_iter()
-                .zip(target.fields())
-                .map(|(c, f)| {
-                    if c.data_type() == f.data_type() {
-                        Ok(c)
-                    } else {
-                        arrow::compute::cast(&c, f.data_type())
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(RecordBatch::try_new(target.clone(), columns)?)
+            connectors::columns_as(columns, &target)
         });
         // Results carry the window's last millisecond as their event time.
         result.time = end.map(|i| TimeAttr {
@@ -1754,18 +1732,7 @@ impl Compiler<'_> {
                 });
             }
             columns.push(batch.column(batch.num_columns() - 1).clone());
-            let columns = columns
-                .into_iter()
-                .zip(target.fields())
-                .map(|(c, f)| {
-                    if c.data_type() == f.data_type() {
-                        Ok(c)
-                    } else {
-                        arrow::compute::cast(&c, f.data_type())
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(RecordBatch::try_new(target.clone(), columns)?)
+            connectors::columns_as(columns, &target)
         });
         Ok(Planned::Changelog(result))
     }

@@ -577,15 +577,19 @@ fn print_lines(
 
 /// Casts every column of `batch` to the type `schema` has at its position.
 pub fn cast_to(batch: &RecordBatch, schema: &SchemaRef) -> crate::error::Result<RecordBatch> {
-    let columns = batch
-        .columns()
-        .iter()
+    columns_as(batch.columns().to_vec(), schema)
+}
+
+/// A batch of `schema` from `columns`, each cast to its field's type where it differs.
+pub fn columns_as(columns: Vec<ArrayRef>, schema: &SchemaRef) -> crate::error::Result<RecordBatch> {
+    let columns = columns
+        .into_iter()
         .zip(schema.fields())
         .map(|(c, f)| {
             if c.data_type() == f.data_type() {
-                Ok(c.clone())
+                Ok(c)
             } else {
-                cast(c, f.data_type())
+                cast(&c, f.data_type())
             }
         })
         .collect::<Result<Vec<ArrayRef>, _>>()?;

@@ -212,6 +212,14 @@ fn quoted_string(parser: &mut Parser<'_>) -> Result<String, ParserError> {
     }
 }
 
+/// `(a, b, ...)`: the names.
+fn column_list(parser: &mut Parser<'_>) -> Result<Vec<String>, ParserError> {
+    parser.expect_token(&Token::LParen)?;
+    let names = parser.parse_comma_separated(|p| p.parse_identifier())?;
+    parser.expect_token(&Token::RParen)?;
+    Ok(names.into_iter().map(|i| i.value).collect())
+}
+
 fn object_name(name: &ObjectName) -> String {
     name.0
         .iter()
@@ -251,14 +259,7 @@ fn create_table(parser: &mut Parser<'_>, at: Location) -> Result<TableDef, SqlEr
             }
             table.watermark = Some((column, expr));
         } else if parser.parse_keywords(&[Keyword::PRIMARY, Keyword::KEY]) {
-            parser.expect_token(&Token::LParen).map_err(err)?;
-            table.primary_key = parser
-                .parse_comma_separated(|p| p.parse_identifier())
-                .map_err(err)?
-                .into_iter()
-                .map(|i| i.value)
-                .collect();
-            parser.expect_token(&Token::RParen).map_err(err)?;
+            table.primary_key = column_list(parser).map_err(err)?;
             parser
                 .expect_keywords(&[Keyword::NOT, Keyword::ENFORCED])
                 .map_err(err)?;
@@ -285,14 +286,7 @@ fn create_table(parser: &mut Parser<'_>, at: Location) -> Result<TableDef, SqlEr
     }
     parser.expect_token(&Token::RParen).map_err(err)?;
     if parser.parse_keywords(&[Keyword::PARTITIONED, Keyword::BY]) {
-        parser.expect_token(&Token::LParen).map_err(err)?;
-        table.partition_by = parser
-            .parse_comma_separated(|p| p.parse_identifier())
-            .map_err(err)?
-            .into_iter()
-            .map(|i| i.value)
-            .collect();
-        parser.expect_token(&Token::RParen).map_err(err)?;
+        table.partition_by = column_list(parser).map_err(err)?;
         if let Some(c) = table
             .partition_by
             .iter()
