@@ -303,6 +303,9 @@ impl Compiler<'_> {
             LogicalPlan::SubqueryAlias(a) => self.plan(&a.input),
             LogicalPlan::TableScan(scan) => {
                 let name = scan.table_name.table();
+                if let (Some(columns), Some(table)) = (&scan.projection, self.projectable(name)) {
+                    return Ok(Planned::Stream(self.projected_table(table, columns)?));
+                }
                 let planned = if let Some(w) = self.catalog.window(name) {
                     let input = self.relation(&w.input)?;
                     Planned::Windows(input, w.clone())
@@ -1264,6 +1267,39 @@ impl Compiler<'_> {
             .table(name)
             .ok_or_else(|| self.err(format!("no table or view named {name}")))?;
         self.table(table)
+    }
+
+    /// The table `name` if a scan of it can push its projection into the connector: a table
+    /// without computed columns whose connector generates columns by name.
+    fn projectable(&self, name: &str) -> Option<&TableDef> {
+        if self.catalog.view(name).is_some() || self.catalog.window(name).is_some() {
+            return None;
+        }
+        self.catalog
+            .table(name)
+            .filter(|t| t.computed.is_empty() && connectors::projects_by_name(t))
+    }
+
+    /// A scan of `columns` (indices into the table's columns) with the projection pushed into
+    /// the connector (Flink's projection push-down): the source generates only those columns and
+    /// the watermark's.
+    fn projected_table(&self, table: &TableDef, columns: &[usize]) -> Result<DataStream, SqlError> {
+        let names: Vec<&str> = columns
+            .iter()
+            .filter_map(|&i| table.columns.get(i).map(|c| c.name.as_str()))
+            .collect();
+        let watermark = table.watermark.as_ref().map(|(column, _)| column.as_str());
+        let mut narrowed = table.clone();
+        narrowed
+            .columns
+            .retain(|c| names.contains(&c.name.as_str()) || watermark == Some(c.name.as_str()));
+        let s = self.table(&narrowed)?;
+        let generated: Vec<&str> = narrowed.columns.iter().map(|c| c.name.as_str()).collect();
+        Ok(if generated == names {
+            s
+        } else {
+            s.select(&names)
+        })
     }
 
     fn table(&self, table: &TableDef) -> Result<DataStream, SqlError> {

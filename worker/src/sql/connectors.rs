@@ -121,6 +121,12 @@ pub fn physical_schema(table: &TableDef) -> SchemaRef {
     ))
 }
 
+/// Whether the table's connector picks its columns by name, so that a scan may declare fewer
+/// columns than the table (projection push-down): the generators do.
+pub fn projects_by_name(table: &TableDef) -> bool {
+    table.options.get("connector").map(String::as_str) == Some("nexmark")
+}
+
 /// A stream of the table's physical columns, from its connector, and whether it took `watermark`
 /// (a connector with splits generates watermarks per split; the others leave it to the caller).
 pub fn source(

@@ -241,10 +241,97 @@ impl Catalog {
             .sql_statement_to_plan(statement)
             .map_err(|e| SqlError::at(at, e.strip_backtrace()))?;
         // Type coercion (`price * 0.908` is DECIMAL * DECIMAL), as DataFusion's analyzer does it;
-        // the plan is not optimized: the streaming planner takes it as written.
-        Analyzer::new()
+        // the plan is not optimized (the streaming planner takes it as written) but for the
+        // projections pushed into generator scans.
+        let plan = Analyzer::new()
             .execute_and_check(plan, &self.options, |_, _| {})
+            .map_err(|e| SqlError::at(at, e.strip_backtrace()))?;
+        self.push_projections(plan)
             .map_err(|e| SqlError::at(at, e.strip_backtrace()))
+    }
+
+    /// Projection push-down, for connectors that generate columns by name: a projection over
+    /// (filters over) a scan of such a table makes the scan read only the columns the projection
+    /// and the filters use. The projection's output, and so everything above it, is unchanged.
+    fn push_projections(&self, plan: LogicalPlan) -> datafusion_common::Result<LogicalPlan> {
+        use datafusion_common::tree_node::{Transformed, TreeNode};
+        plan.transform_up(|node| {
+            let LogicalPlan::Projection(p) = &node else {
+                return Ok(Transformed::no(node));
+            };
+            let mut used = Vec::new();
+            p.expr.iter().for_each(|e| add_columns(e, &mut used));
+            match self.narrow_scan(&p.input, &mut used)? {
+                Some(input) => Ok(Transformed::yes(LogicalPlan::Projection(
+                    datafusion_expr::logical_plan::Projection::try_new(
+                        p.expr.clone(),
+                        Arc::new(input),
+                    )?,
+                ))),
+                None => Ok(Transformed::no(node)),
+            }
+        })
+        .map(|t| t.data)
+    }
+
+    /// `plan` (filters and aliases over an unprojected scan of a table whose connector projects
+    /// by name) with the scan narrowed to the columns named in `used` and in the filters; `None`
+    /// if `plan` is not of that shape.
+    fn narrow_scan(
+        &self,
+        plan: &LogicalPlan,
+        used: &mut Vec<String>,
+    ) -> datafusion_common::Result<Option<LogicalPlan>> {
+        use datafusion_expr::logical_plan::{Filter, SubqueryAlias, TableScanBuilder};
+        match plan {
+            LogicalPlan::Filter(f) => {
+                add_columns(&f.predicate, used);
+                self.narrow_scan(&f.input, used)?
+                    .map(|input| Filter::try_new(f.predicate.clone(), Arc::new(input)))
+                    .transpose()
+                    .map(|f| f.map(LogicalPlan::Filter))
+            }
+            LogicalPlan::SubqueryAlias(a) => self
+                .narrow_scan(&a.input, used)?
+                .map(|input| SubqueryAlias::try_new(Arc::new(input), a.alias.clone()))
+                .transpose()
+                .map(|a| a.map(LogicalPlan::SubqueryAlias)),
+            LogicalPlan::TableScan(scan)
+                if scan.projection.is_none() && scan.filters.is_empty() =>
+            {
+                let name = scan.table_name.table();
+                let Some(table) = self.tables.get(name) else {
+                    return Ok(None);
+                };
+                if self.views.contains_key(name)
+                    || !table.computed.is_empty()
+                    || !connectors::projects_by_name(table)
+                {
+                    return Ok(None);
+                }
+                let columns: Vec<usize> = (0..table.columns.len())
+                    .filter(|&i| used.contains(&table.columns[i].name))
+                    .collect();
+                if columns.len() == table.columns.len() {
+                    return Ok(None);
+                }
+                TableScanBuilder::new(scan.table_name.clone(), scan.source.clone())
+                    .with_projection(Some(columns))
+                    .with_fetch(scan.fetch)
+                    .build()
+                    .map(|scan| Some(LogicalPlan::TableScan(scan)))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Adds the names of the columns `e` reads to `used`.
+fn add_columns(e: &datafusion_expr::Expr, used: &mut Vec<String>) {
+    for c in e.column_refs() {
+        if !used.contains(&c.name) {
+            used.push(c.name.clone());
+        }
     }
 }
 

@@ -83,6 +83,19 @@ impl Rows {
         Ok(Arc::new(array))
     }
 
+    /// The `extra` column: empty strings without a per-row call when there is no padding.
+    fn extra_col(&self, cfg: &NexmarkConfig, slot: u64) -> Result<ArrayRef, ArrowError> {
+        if cfg.extra_bytes == 0 {
+            return Ok(Arc::new(StringArray::new(
+                OffsetBuffer::new_zeroed(self.ns.len()),
+                Buffer::from_vec(Vec::<u8>::new()),
+                None,
+            )));
+        }
+        let hint = cfg.extra_bytes.min(1 << 16);
+        self.utf8_col(hint, |_, r, out| fields::extra(cfg, r, slot, out))
+    }
+
     /// A Utf8 column of constant strings chosen per row.
     fn table_col(
         &self,
@@ -132,7 +145,7 @@ pub fn persons_batch(
     projection: Option<&[usize]>,
 ) -> Result<RecordBatch, ArrowError> {
     let rows = Rows::new(cfg, EventKind::Person, start, step, len);
-    let extra_hint = cfg.extra_bytes.min(1 << 16);
+    let clock = fields::EventClock::new(cfg);
     assemble(&person_schema(), len, projection, |i| match i {
         0 => Ok(rows.i64_col(|n, _| fields::person_id(n))),
         1 => rows.utf8_col(14, |_, r, out| fields::person_name(r, out)),
@@ -140,10 +153,8 @@ pub fn persons_batch(
         3 => rows.utf8_col(19, |_, r, out| fields::person_credit_card(r, out)),
         4 => rows.table_col(8, |_, r| fields::person_city(r)),
         5 => rows.table_col(2, |_, r| fields::person_state(r)),
-        6 => Ok(rows.ts_col(|n, _| fields::timestamp(cfg, n))),
-        7 => rows.utf8_col(extra_hint, |_, r, out| {
-            fields::extra(cfg, r, PERSON_EXTRA_SLOT, out)
-        }),
+        6 => Ok(rows.ts_col(|n, _| clock.at(n))),
+        7 => rows.extra_col(cfg, PERSON_EXTRA_SLOT),
         _ => Err(bad_column(EventKind::Person, i)),
     })
 }
@@ -158,20 +169,18 @@ pub fn auctions_batch(
     projection: Option<&[usize]>,
 ) -> Result<RecordBatch, ArrowError> {
     let rows = Rows::new(cfg, EventKind::Auction, start, step, len);
-    let extra_hint = cfg.extra_bytes.min(1 << 16);
+    let clock = fields::EventClock::new(cfg);
     assemble(&auction_schema(), len, projection, |i| match i {
         0 => Ok(rows.i64_col(|n, _| fields::auction_id(n))),
         1 => rows.utf8_col(12, |_, r, out| fields::auction_item_name(r, out)),
         2 => rows.utf8_col(60, |_, r, out| fields::auction_description(r, out)),
         3 => Ok(rows.i64_col(|_, r| fields::auction_initial_bid(r))),
         4 => Ok(rows.i64_col(|_, r| fields::auction_reserve(r))),
-        5 => Ok(rows.ts_col(|n, _| fields::timestamp(cfg, n))),
+        5 => Ok(rows.ts_col(|n, _| clock.at(n))),
         6 => Ok(rows.ts_col(|n, r| fields::auction_expires(cfg, n, r))),
         7 => Ok(rows.i64_col(|n, r| fields::auction_seller(cfg, n, r))),
         8 => Ok(rows.i64_col(|_, r| fields::auction_category(r))),
-        9 => rows.utf8_col(extra_hint, |_, r, out| {
-            fields::extra(cfg, r, AUCTION_EXTRA_SLOT, out)
-        }),
+        9 => rows.extra_col(cfg, AUCTION_EXTRA_SLOT),
         _ => Err(bad_column(EventKind::Auction, i)),
     })
 }
@@ -186,7 +195,7 @@ pub fn bids_batch(
     projection: Option<&[usize]>,
 ) -> Result<RecordBatch, ArrowError> {
     let rows = Rows::new(cfg, EventKind::Bid, start, step, len);
-    let extra_hint = cfg.extra_bytes.min(1 << 16);
+    let clock = fields::EventClock::new(cfg);
     let table = tables::channels();
     let name = |r: EventRng| -> &'static str {
         table
@@ -206,10 +215,8 @@ pub fn bids_batch(
         2 => Ok(rows.i64_col(|_, r| fields::bid_price(r))),
         3 => rows.table_col(8, |_, r| name(r)),
         4 => rows.table_col(64, |_, r| url(r)),
-        5 => Ok(rows.ts_col(|n, _| fields::timestamp(cfg, n))),
-        6 => rows.utf8_col(extra_hint, |_, r, out| {
-            fields::extra(cfg, r, BID_EXTRA_SLOT, out)
-        }),
+        5 => Ok(rows.ts_col(|n, _| clock.at(n))),
+        6 => rows.extra_col(cfg, BID_EXTRA_SLOT),
         _ => Err(bad_column(EventKind::Bid, i)),
     })
 }

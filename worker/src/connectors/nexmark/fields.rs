@@ -35,11 +35,51 @@ pub(crate) const HOT_CHANNEL_RATIO: u64 = 100;
 /// without overflowing as `(n / eps) * 1000 + (n % eps) * 1000 / eps`. `eps == 0` counts as 1.
 #[inline]
 pub(crate) fn timestamp(cfg: &NexmarkConfig, n: u64) -> i64 {
-    let eps = cfg.events_per_second.max(1);
-    let ms = (n / eps)
-        .wrapping_mul(1000)
-        .wrapping_add((n % eps).wrapping_mul(1000) / eps);
-    cfg.base_time_ms.wrapping_add(ms as i64)
+    EventClock::new(cfg).at(n)
+}
+
+/// [`timestamp`] with its divisions by the event rate strength-reduced to multiplications; a
+/// batch builds one and reads every row's time from it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EventClock {
+    eps: u64,
+    /// `floor((2^64 - 1) / eps)`, at least `2^64 / eps - 1`.
+    inverse: u64,
+    base: i64,
+}
+
+impl EventClock {
+    #[inline]
+    pub(crate) fn new(cfg: &NexmarkConfig) -> Self {
+        let eps = cfg.events_per_second.max(1);
+        Self {
+            eps,
+            inverse: u64::MAX / eps,
+            base: cfg.base_time_ms,
+        }
+    }
+
+    /// `(x / eps, x % eps)`. The estimate `x * inverse / 2^64` is `q` or `q - 1`, since
+    /// `x * inverse / 2^64 > x / eps - 1`; one comparison corrects it.
+    #[inline]
+    fn div_rem(self, x: u64) -> (u64, u64) {
+        let q = ((u128::from(x) * u128::from(self.inverse)) >> 64) as u64;
+        let r = x - q * self.eps;
+        if r >= self.eps {
+            (q + 1, r - self.eps)
+        } else {
+            (q, r)
+        }
+    }
+
+    /// The time of event `n`.
+    #[inline]
+    pub(crate) fn at(self, n: u64) -> i64 {
+        let (seconds, rest) = self.div_rem(n);
+        let (ms, _) = self.div_rem(rest.wrapping_mul(1000));
+        let ms = seconds.wrapping_mul(1000).wrapping_add(ms);
+        self.base.wrapping_add(ms as i64)
+    }
 }
 
 /// Base-0 id of the newest person at event `n` (the event's own person if it is one).
@@ -63,6 +103,13 @@ pub(crate) fn last_auction(n: u64) -> u64 {
     }
 }
 
+/// `if c { a } else { b }` without a branch (for random `c`, where a branch mispredicts).
+#[inline]
+fn select(c: bool, a: u64, b: u64) -> u64 {
+    let mask = u64::from(c).wrapping_neg();
+    (a & mask) | (b & !mask)
+}
+
 /// A uniformly chosen base-0 id among the `num_active_people` newest persons up to `last`.
 #[inline]
 fn recent_person(cfg: &NexmarkConfig, last: u64, word: u64) -> u64 {
@@ -73,13 +120,15 @@ fn recent_person(cfg: &NexmarkConfig, last: u64, word: u64) -> u64 {
 /// A price in cents, log-uniform-ish over [100, 10^8): see `docs/nexmark.md`, "Prices".
 #[inline]
 pub(crate) fn price(word: u64) -> i64 {
+    // 10^decade by table: `pow` loops, and its trip count is random.
+    const POW10: [u64; 8] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000];
     let t = below(word, 6 << 24);
-    let decade = t >> 24;
+    let decade = ((t >> 24) & 7) as usize;
     let j = ((t >> 20) & 15) as usize;
     let frac = t & 0xF_FFFF;
     let (lo, hi) = (PRICE_KNOTS[j], PRICE_KNOTS[j + 1]);
     let mantissa = lo + (((hi - lo) * frac) >> 20);
-    ((mantissa * 10u64.pow(decade as u32) + 5_000) / 10_000) as i64
+    ((mantissa * POW10[decade] + 5_000) / 10_000) as i64
 }
 
 /// Largest honoured `extra_bytes`; larger settings count as this.
@@ -207,23 +256,20 @@ pub(crate) const AUCTION_EXTRA_SLOT: u64 = 10;
 #[inline]
 pub(crate) fn bid_auction(cfg: &NexmarkConfig, n: u64, r: EventRng) -> i64 {
     let last = last_auction(n);
-    let base0 = if r.below(0, cfg.hot_auction_ratio) > 0 {
-        last / HOT_BLOCK * HOT_BLOCK
-    } else {
-        let min = last.saturating_sub(cfg.num_in_flight_auctions);
-        min + r.below(1, last - min + 1)
-    };
+    // Both candidates, then a select: the choice is a coin flip, a branch would mispredict.
+    let hot = last / HOT_BLOCK * HOT_BLOCK;
+    let min = last.saturating_sub(cfg.num_in_flight_auctions);
+    let recent = min + r.below(1, last - min + 1);
+    let base0 = select(r.below(0, cfg.hot_auction_ratio) > 0, hot, recent);
     (FIRST_AUCTION_ID + base0) as i64
 }
 
 #[inline]
 pub(crate) fn bid_bidder(cfg: &NexmarkConfig, n: u64, r: EventRng) -> i64 {
     let last = last_person(n);
-    let base0 = if r.below(2, cfg.hot_bidder_ratio) > 0 {
-        (last / HOT_BLOCK * HOT_BLOCK + 1).min(last)
-    } else {
-        recent_person(cfg, last, r.draw(3))
-    };
+    let hot = (last / HOT_BLOCK * HOT_BLOCK + 1).min(last);
+    let recent = recent_person(cfg, last, r.draw(3));
+    let base0 = select(r.below(2, cfg.hot_bidder_ratio) > 0, hot, recent);
     (FIRST_PERSON_ID + base0) as i64
 }
 

@@ -137,6 +137,56 @@ fn timestamps_are_monotonic_in_the_event_number() {
     assert_eq!(event_timestamp(&c, 3), c.base_time_ms + 3000);
 }
 
+#[test]
+fn the_event_clock_divides_exactly() {
+    // The strength-reduced clock against the divisions it replaces, over rates that are powers of
+    // two, odd, tiny and huge, and event numbers up to 2^64 - 1 (where `% eps * 1000` wraps).
+    let plain = |eps: u64, n: u64| {
+        (n / eps)
+            .wrapping_mul(1000)
+            .wrapping_add((n % eps).wrapping_mul(1000) / eps)
+    };
+    let rates = [
+        1,
+        2,
+        3,
+        7,
+        1000,
+        1 << 20,
+        999_983,
+        1_000_000,
+        u64::from(u32::MAX),
+        1 << 54,
+        (1 << 62) + 1,
+        u64::MAX - 1,
+        u64::MAX,
+    ];
+    let mut x = 0x1234_5678_9ABC_DEF0_u64;
+    for eps in rates {
+        let c = NexmarkConfig {
+            events_per_second: eps,
+            base_time_ms: 0,
+            ..cfg()
+        };
+        let clock = fields::EventClock::new(&c);
+        let edges = [
+            0,
+            1,
+            eps - 1,
+            eps,
+            eps.wrapping_add(1),
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        for n in edges.into_iter().chain((0..5000).map(|_| {
+            x = rng::mix64(x);
+            x >> (x % 64)
+        })) {
+            assert_eq!(clock.at(n), plain(eps, n) as i64, "eps {eps}, event {n}");
+        }
+    }
+}
+
 fn i64s(batch: &RecordBatch, name: &str) -> Vec<i64> {
     let col = batch.column_by_name(name).unwrap();
     if let Some(a) = col.as_primitive_opt::<Int64Type>() {
