@@ -41,7 +41,7 @@ use crate::keys::{KeyRows, KeySpec};
 use crate::operator::{Operator, Output, SubtaskInfo};
 use crate::plan::{NodeKind, OperatorFactory, Partitioning};
 use crate::row;
-use crate::state::{KeyedStateBackend, ListState, MapState, Namespace, ValueState};
+use crate::state::{KeyedStateBackend, ListState, Namespace, ValueState};
 use crate::stream::{DataStream, KeyedStream};
 use crate::time::{MIN_WATERMARK, TimeDomain, Timestamp};
 use crate::timers::TimerService;
@@ -149,6 +149,14 @@ pub struct WindowJoinSpec {
     pub inputs: [JoinInput; 2],
     pub output: SchemaRef,
     pub late: LateCounter,
+}
+
+/// The namespace of the instant `t`: the one-millisecond window `[t, t + 1)`.
+fn instant(t: Timestamp) -> Namespace {
+    Namespace::Window {
+        start: t,
+        end: t.saturating_add(1),
+    }
 }
 
 fn window_namespace(w: &TimeWindow) -> Namespace {
@@ -387,8 +395,10 @@ pub struct IntervalJoinOperator<S: KeyedStateBackend> {
     info: SubtaskInfo,
     spec: IntervalJoinSpec,
     state: S,
-    /// Encoded records per side, per key, by timestamp.
-    rows: [MapState<Timestamp, Vec<Vec<u8>>>; 2],
+    /// Encoded records per side and key; those at time `t` in the namespace [`instant`]`(t)`, a
+    /// list appended to and read in place (a key may gather many records at one time: a window
+    /// join's key is a window, and all its rows have the window's time).
+    rows: [ListState<Vec<u8>>; 2],
     /// The timestamps present in `rows`, ascending, per side and key.
     index: [ValueState<Vec<Timestamp>>; 2],
     timers: TimerService,
@@ -407,8 +417,8 @@ impl<S: KeyedStateBackend> IntervalJoinOperator<S> {
         }
         Ok(Self {
             rows: [
-                state.map_state("interval-join-left"),
-                state.map_state("interval-join-right"),
+                state.list_state("interval-join-left"),
+                state.list_state("interval-join-right"),
             ],
             index: [
                 state.value_state("interval-join-left-times"),
@@ -454,9 +464,8 @@ impl<S: KeyedStateBackend> IntervalJoinOperator<S> {
         if expired == 0 {
             return Ok(());
         }
-        for t in &index[..expired] {
-            self.state
-                .map_remove(&self.rows[side], key, &Namespace::Global, t)?;
+        for &t in &index[..expired] {
+            self.state.list_take(&self.rows[side], key, &instant(t))?;
         }
         if expired == index.len() {
             self.state
@@ -507,34 +516,33 @@ impl<S: KeyedStateBackend> Operator for IntervalJoinOperator<S> {
             } else {
                 (t.saturating_sub(upper), t.saturating_sub(lower))
             };
-            if let Some(index) = self.state.get(&self.index[other], key, &global)? {
+            let (state, joined, row) = (&self.state, &mut self.joined, &self.row_buf);
+            let matches = state.with_value(&self.index[other], key, &global, |index| {
+                let index = index.map_or(&[][..], Vec::as_slice);
                 let first = index.partition_point(|&x| x < from);
                 let last = index.partition_point(|&x| x <= to);
-                for ts in &index[first..last] {
-                    let rows = self
-                        .state
-                        .map_get(&self.rows[other], key, &global, ts)?
-                        .unwrap_or_default();
-                    for r in &rows {
+                index[first..last].to_vec()
+            })?;
+            for ts in matches {
+                state.with_list(&self.rows[other], key, &instant(ts), |rows| {
+                    for r in rows {
                         if side == 0 {
-                            self.joined.push(&self.row_buf, r);
+                            joined.push(row, r);
                         } else {
-                            self.joined.push(r, &self.row_buf);
+                            joined.push(r, row);
                         }
                     }
-                }
+                })?;
             }
             // Keep it while a record of the other side that is not late can still match it.
             let cleanup = self.cleanup_time(side, t);
             if cleanup > self.watermark {
-                let mut bucket = self
-                    .state
-                    .map_get(&self.rows[side], key, &global, &t)?
-                    .unwrap_or_default();
-                let new = bucket.is_empty();
-                bucket.push(self.row_buf.clone());
-                self.state
-                    .map_put(&self.rows[side], key, &global, t, bucket)?;
+                let new = self.state.list_add(
+                    &self.rows[side],
+                    key,
+                    &instant(t),
+                    self.row_buf.clone(),
+                )?;
                 if new {
                     self.state
                         .upsert(&self.index[side], key, &global, Vec::new, |index| {
