@@ -661,6 +661,28 @@ fn explain_prints_the_strom_job_graph_of_a_query() {
     }
 }
 
+#[test]
+fn an_aggregation_written_twice_is_planned_once() {
+    // q5's shape: the same HOP count on both sides of a join. Flink reuses the sub-plan; so does
+    // Strom, and the job has one sliding window operator, feeding both sides.
+    let counts = "SELECT auction, COUNT(*) AS num, window_start, window_end \
+        FROM TABLE(HOP(TABLE bid, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND)) \
+        GROUP BY auction, window_start, window_end";
+    let script = format!(
+        "{}\nEXPLAIN SELECT C.auction, C.num FROM ({counts}) AS C \
+         JOIN (SELECT MAX(num) AS maxn, window_start, window_end FROM ({counts}) \
+               GROUP BY window_start, window_end) AS M \
+         ON C.window_start = M.window_start AND C.window_end = M.window_end AND C.num >= M.maxn;",
+        bid_table()
+    );
+    let planned = plan_script(&script).unwrap();
+    let text = &compile::explain(&planned, &EngineConfig::default()).unwrap()[0];
+    let graph = &text[text.find("== Strom job graph ==").unwrap()..];
+    assert_eq!(graph.matches("window(sliding").count(), 1, "{graph}");
+    assert_eq!(graph.matches("nexmark(bids)").count(), 1, "{graph}");
+    assert_eq!(graph.matches("window(tumbling").count(), 1, "{graph}");
+}
+
 fn tempdir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("strom-it-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -6,6 +6,7 @@
 //! the ordered part stays as small as the number of distinct firing times.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use hashbrown::HashSet;
 
@@ -29,9 +30,67 @@ pub struct Timer {
 /// A group being fired: its (time, namespace) and its keys, sorted, popped from the end.
 type Firing = ((Timestamp, Namespace), Vec<Vec<u8>>);
 
+/// The keys of one (time, namespace) group. A session window's group holds one key (its end moves
+/// with every record, so it is made and deleted over and over), a tumbling window's group every
+/// key: one key is kept without a hash table.
+#[derive(Debug)]
+enum Keys {
+    One(Vec<u8>),
+    Many(HashSet<Vec<u8>>),
+}
+
+impl Keys {
+    /// Adds `key`; whether it was new.
+    fn insert(&mut self, key: &[u8]) -> bool {
+        match self {
+            Keys::One(one) if one.as_slice() == key => false,
+            Keys::One(one) => {
+                let mut set = HashSet::with_capacity(2);
+                set.insert(std::mem::take(one));
+                set.insert(key.to_vec());
+                *self = Keys::Many(set);
+                true
+            }
+            Keys::Many(set) if set.contains(key) => false,
+            Keys::Many(set) => set.insert(key.to_vec()),
+        }
+    }
+
+    /// Removes `key`; whether it was there. An emptied `One` reads as empty.
+    fn remove(&mut self, key: &[u8]) -> bool {
+        match self {
+            Keys::One(one) if one.as_slice() == key => {
+                *self = Keys::Many(HashSet::new());
+                true
+            }
+            Keys::One(_) => false,
+            Keys::Many(set) => set.remove(key),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Keys::Many(set) if set.is_empty())
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Vec<u8>> {
+        let (one, many) = match self {
+            Keys::One(one) => (Some(one), None),
+            Keys::Many(set) => (None, Some(set.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+
+    fn into_vec(self) -> Vec<Vec<u8>> {
+        match self {
+            Keys::One(one) => vec![one],
+            Keys::Many(set) => set.into_iter().collect(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Queue {
-    groups: BTreeMap<(Timestamp, Namespace), HashSet<Vec<u8>>>,
+    groups: BTreeMap<(Timestamp, Namespace), Keys>,
     /// Keys of the group being fired, sorted, popped from the end.
     firing: Option<Firing>,
     len: usize,
@@ -39,10 +98,16 @@ struct Queue {
 
 impl Queue {
     fn insert(&mut self, time: Timestamp, namespace: Namespace, key: &[u8]) {
-        let group = self.groups.entry((time, namespace)).or_default();
-        if !group.contains(key) {
-            group.insert(key.to_vec());
-            self.len += 1;
+        match self.groups.entry((time, namespace)) {
+            Entry::Vacant(v) => {
+                v.insert(Keys::One(key.to_vec()));
+                self.len += 1;
+            }
+            Entry::Occupied(mut o) => {
+                if o.get_mut().insert(key) {
+                    self.len += 1;
+                }
+            }
         }
     }
 
@@ -95,16 +160,27 @@ impl Queue {
                 }
                 // Put the rest back and fire the earlier group first.
                 if let Some(((t, ns), keys)) = self.firing.take() {
-                    let group = self.groups.entry((t, ns)).or_default();
-                    group.extend(keys);
+                    let group = self
+                        .groups
+                        .entry((t, ns))
+                        .or_insert_with(|| Keys::Many(HashSet::new()));
+                    for key in keys {
+                        // Registered again meanwhile: counted twice.
+                        if !group.insert(&key) {
+                            self.len -= 1;
+                        }
+                    }
                 }
             }
             let (&(t, ns), _) = self.groups.first_key_value()?;
             if t > time {
                 return None;
             }
-            let group = self.groups.remove(&(t, ns)).unwrap_or_default();
-            let mut keys: Vec<Vec<u8>> = group.into_iter().collect();
+            let mut keys = self
+                .groups
+                .remove(&(t, ns))
+                .map(Keys::into_vec)
+                .unwrap_or_default();
             keys.sort_unstable_by(|a, b| b.cmp(a));
             self.firing = Some(((t, ns), keys));
         }
@@ -234,6 +310,44 @@ mod tests {
         );
         assert!(t.pop_due(TimeDomain::EventTime, i64::MAX).is_none());
         assert_eq!(t.len(TimeDomain::EventTime), 0);
+    }
+
+    #[test]
+    fn groups_of_one_key_and_of_many_count_and_fire_alike() {
+        let mut t = TimerService::default();
+        let ns = Namespace::Global;
+        let e = TimeDomain::EventTime;
+        // A session's timer moving with its end: a group of one key at a time.
+        for end in 1..=100 {
+            t.register(e, end, b"s", ns);
+            if end > 1 {
+                t.delete(e, end - 1, b"s", ns);
+            }
+        }
+        assert_eq!(t.len(e), 1);
+        // A group growing from one key to many, and shrinking.
+        t.register(e, 50, b"a", ns);
+        t.register(e, 50, b"b", ns);
+        t.register(e, 50, b"a", ns);
+        t.delete(e, 50, b"a", ns);
+        t.delete(e, 50, b"zz", ns);
+        // A group of one key emptied, then filled again.
+        t.register(e, 70, b"c", ns);
+        t.delete(e, 70, b"c", ns);
+        t.register(e, 70, b"d", ns);
+        assert_eq!(t.len(e), 3);
+        let fired: Vec<_> = std::iter::from_fn(|| t.pop_due(e, 1000))
+            .map(|t| (t.time, t.key.to_vec()))
+            .collect();
+        assert_eq!(
+            fired,
+            vec![
+                (50, b"b".to_vec()),
+                (70, b"d".to_vec()),
+                (100, b"s".to_vec())
+            ]
+        );
+        assert_eq!(t.len(e), 0);
     }
 
     #[test]

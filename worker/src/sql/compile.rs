@@ -20,6 +20,8 @@
 //!
 //! Anything else is an error that names the plan node.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +54,7 @@ pub fn compile(script: &PlannedScript, env: &StreamEnv) -> Result<(), SqlError> 
     for p in &script.pipelines {
         let c = Compiler {
             catalog: &script.catalog,
+            planned: RefCell::default(),
             state_ttl: state_ttl(script)?,
             env,
             props: ExecutionProps::new(),
@@ -94,6 +97,7 @@ pub fn explain(script: &PlannedScript, config: &EngineConfig) -> Result<Vec<Stri
             let env = StreamEnv::new("explain", config.clone());
             let c = Compiler {
                 catalog: &script.catalog,
+                planned: RefCell::default(),
                 state_ttl: state_ttl(script)?,
                 env: &env,
                 props: ExecutionProps::new(),
@@ -115,6 +119,7 @@ pub fn explain(script: &PlannedScript, config: &EngineConfig) -> Result<Vec<Stri
 }
 
 /// What a plan node became.
+#[derive(Clone)]
 enum Planned {
     Stream(DataStream),
     /// A windowing TVF not yet aggregated: its input, and the windows.
@@ -144,6 +149,8 @@ enum WindowSource<'w> {
 
 struct Compiler<'a> {
     catalog: &'a Catalog,
+    /// Aggregations planned so far, for sub-plan reuse.
+    planned: RefCell<HashMap<LogicalPlan, Planned>>,
     /// `SET 'table.exec.state.ttl'`: how long a regular join keeps records.
     state_ttl: Option<Duration>,
     env: &'a StreamEnv,
@@ -298,7 +305,25 @@ impl Compiler<'_> {
         Ok(rows)
     }
 
+    /// Plans `plan`. An aggregation that occurs twice in the query (equal plans, as the two sides of
+    /// q5's join) is planned once and its result feeds both consumers, as Flink's sub-plan reuse
+    /// (`table.optimizer.reuse-sub-plan-enabled`, on by default) has it: the state and the work
+    /// are not doubled.
     fn plan(&self, plan: &LogicalPlan) -> Result<Planned, SqlError> {
+        if !matches!(plan, LogicalPlan::Aggregate(_)) {
+            return self.plan_node(plan);
+        }
+        if let Some(planned) = self.planned.borrow().get(plan) {
+            return Ok(planned.clone());
+        }
+        let planned = self.plan_node(plan)?;
+        self.planned
+            .borrow_mut()
+            .insert(plan.clone(), planned.clone());
+        Ok(planned)
+    }
+
+    fn plan_node(&self, plan: &LogicalPlan) -> Result<Planned, SqlError> {
         match plan {
             LogicalPlan::SubqueryAlias(a) => self.plan(&a.input),
             LogicalPlan::TableScan(scan) => {

@@ -44,6 +44,19 @@ pub struct WindowTvf {
     pub at: Location,
 }
 
+impl WindowTvf {
+    /// Whether `other` makes the same windows over the same input (wherever it was written).
+    pub fn same_windows(&self, other: &WindowTvf) -> bool {
+        (&self.kind, &self.input, &self.time_column, &self.partition)
+            == (
+                &other.kind,
+                &other.input,
+                &other.time_column,
+                &other.partition,
+            )
+    }
+}
+
 /// The name a TVF's table is known by in the plan.
 pub fn table_name(n: usize) -> String {
     format!("__window_{n}")
@@ -131,7 +144,7 @@ fn rewrite_partition_by(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
 /// Replaces every windowing TVF in `query` by its table; returns the TVFs, numbered from `first`.
 pub fn extract<V: VisitMut>(query: &mut V, first: usize) -> Result<Vec<WindowTvf>, SqlError> {
     let mut visitor = Extract {
-        next: first,
+        first,
         found: Vec::new(),
     };
     match query.visit(&mut visitor) {
@@ -141,7 +154,9 @@ pub fn extract<V: VisitMut>(query: &mut V, first: usize) -> Result<Vec<WindowTvf
 }
 
 struct Extract {
-    next: usize,
+    /// The number of the first TVF found.
+    first: usize,
+    /// The distinct TVFs found, numbered from `first`.
     found: Vec<WindowTvf>,
 }
 
@@ -168,9 +183,16 @@ impl VisitorMut for Extract {
             Ok(tvf) => tvf,
             Err(e) => return ControlFlow::Break(e),
         };
-        let n = self.next;
-        self.next += 1;
-        self.found.push(tvf);
+        // The same call twice (q5 counts bids per HOP window on both sides of a join) is one
+        // table, so that the plans over it are equal and planned once (see `Compiler::plan`).
+        let n = self.first
+            + match self.found.iter().position(|w| w.same_windows(&tvf)) {
+                Some(i) => i,
+                None => {
+                    self.found.push(tvf);
+                    self.found.len() - 1
+                }
+            };
         *factor = TableFactor::Table {
             name: ObjectName::from(vec![Ident::new(table_name(n))]),
             alias: alias.take(),
