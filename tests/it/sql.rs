@@ -199,6 +199,19 @@ fn a_projection_pushed_into_the_generator_keeps_the_columns_its_filter_reads() {
         "{}",
         text[0]
     );
+    // Through a join too: each side's scan reads the columns the join, the filter above it
+    // and the output read.
+    let join = "SELECT A.auction, B.price FROM bid AS A JOIN bid AS B ON A.bidder = B.bidder";
+    let planned = plan_script(&format!("{}\nEXPLAIN {join};", bid_table())).unwrap();
+    let text = compile::explain(&planned, &EngineConfig::default()).unwrap();
+    assert_eq!(
+        text[0]
+            .matches("TableScan: bid projection=[auction, bidder, price]")
+            .count(),
+        2,
+        "{}",
+        text[0]
+    );
     run(&script);
     let expected = multiset(
         bid_rows()

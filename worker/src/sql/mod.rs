@@ -8,13 +8,14 @@ mod functions;
 pub mod script;
 pub mod tvf;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion_common::TableReference;
 use datafusion_common::config::ConfigOptions;
 use datafusion_expr::logical_plan::builder::LogicalTableSource;
+use datafusion_expr::logical_plan::{TableScan, TableScanBuilder};
 use datafusion_expr::planner::ContextProvider;
 use datafusion_expr::{
     AggregateUDF, HigherOrderUDF, LogicalPlan, ScalarUDF, TableSource, WindowUDF,
@@ -250,88 +251,73 @@ impl Catalog {
             .map_err(|e| SqlError::at(at, e.strip_backtrace()))
     }
 
-    /// Projection push-down, for connectors that generate columns by name: a projection over
-    /// (filters over) a scan of such a table makes the scan read only the columns the projection
-    /// and the filters use. The projection's output, and so everything above it, is unchanged.
+    /// Projection push-down, for connectors that generate columns by name: each scan of such a
+    /// table reads only the columns the query reads (by name: any expression of any node, and
+    /// the query's own output); the plan's schemas are recomputed
+    /// above the narrowed scans. Plans with a node that reads columns other than through its
+    /// expressions (`DISTINCT`, `UNION`, ...) are left as they are.
     fn push_projections(&self, plan: LogicalPlan) -> datafusion_common::Result<LogicalPlan> {
-        use datafusion_common::tree_node::{Transformed, TreeNode};
-        plan.transform_up(|node| {
-            let LogicalPlan::Projection(p) = &node else {
-                return Ok(Transformed::no(node));
-            };
-            let mut used = Vec::new();
-            p.expr.iter().for_each(|e| add_columns(e, &mut used));
-            match self.narrow_scan(&p.input, &mut used)? {
-                Some(input) => Ok(Transformed::yes(LogicalPlan::Projection(
-                    datafusion_expr::logical_plan::Projection::try_new(
-                        p.expr.clone(),
-                        Arc::new(input),
-                    )?,
-                ))),
-                None => Ok(Transformed::no(node)),
+        use datafusion_common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+        let mut plain = true;
+        let mut used: HashSet<String> = plan
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        plan.apply(|node| {
+            plain &= matches!(
+                node,
+                LogicalPlan::Projection(_)
+                    | LogicalPlan::Filter(_)
+                    | LogicalPlan::Join(_)
+                    | LogicalPlan::SubqueryAlias(_)
+                    | LogicalPlan::Aggregate(_)
+                    | LogicalPlan::Window(_)
+                    | LogicalPlan::TableScan(_)
+            );
+            for e in node.expressions() {
+                used.extend(e.column_refs().into_iter().map(|c| c.name.clone()));
             }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        if !plain {
+            return Ok(plan);
+        }
+        plan.transform_up(|node| match node {
+            LogicalPlan::TableScan(scan) => match self.narrowed(&scan, &used) {
+                Some(columns) => {
+                    TableScanBuilder::new(scan.table_name.clone(), scan.source.clone())
+                        .with_projection(Some(columns))
+                        .with_fetch(scan.fetch)
+                        .build()
+                        .map(|scan| Transformed::yes(LogicalPlan::TableScan(scan)))
+                }
+                None => Ok(Transformed::no(LogicalPlan::TableScan(scan))),
+            },
+            other => other.recompute_schema().map(Transformed::yes),
         })
         .map(|t| t.data)
     }
 
-    /// `plan` (filters and aliases over an unprojected scan of a table whose connector projects
-    /// by name) with the scan narrowed to the columns named in `used` and in the filters; `None`
-    /// if `plan` is not of that shape.
-    fn narrow_scan(
-        &self,
-        plan: &LogicalPlan,
-        used: &mut Vec<String>,
-    ) -> datafusion_common::Result<Option<LogicalPlan>> {
-        use datafusion_expr::logical_plan::{Filter, SubqueryAlias, TableScanBuilder};
-        match plan {
-            LogicalPlan::Filter(f) => {
-                add_columns(&f.predicate, used);
-                self.narrow_scan(&f.input, used)?
-                    .map(|input| Filter::try_new(f.predicate.clone(), Arc::new(input)))
-                    .transpose()
-                    .map(|f| f.map(LogicalPlan::Filter))
-            }
-            LogicalPlan::SubqueryAlias(a) => self
-                .narrow_scan(&a.input, used)?
-                .map(|input| SubqueryAlias::try_new(Arc::new(input), a.alias.clone()))
-                .transpose()
-                .map(|a| a.map(LogicalPlan::SubqueryAlias)),
-            LogicalPlan::TableScan(scan)
-                if scan.projection.is_none() && scan.filters.is_empty() =>
-            {
-                let name = scan.table_name.table();
-                let Some(table) = self.tables.get(name) else {
-                    return Ok(None);
-                };
-                if self.views.contains_key(name)
-                    || !table.computed.is_empty()
-                    || !connectors::projects_by_name(table)
-                {
-                    return Ok(None);
-                }
-                let columns: Vec<usize> = (0..table.columns.len())
-                    .filter(|&i| used.contains(&table.columns[i].name))
-                    .collect();
-                if columns.len() == table.columns.len() {
-                    return Ok(None);
-                }
-                TableScanBuilder::new(scan.table_name.clone(), scan.source.clone())
-                    .with_projection(Some(columns))
-                    .with_fetch(scan.fetch)
-                    .build()
-                    .map(|scan| Some(LogicalPlan::TableScan(scan)))
-            }
-            _ => Ok(None),
+    /// The columns of `scan` to read, if it can read fewer than all: it is an unprojected scan of
+    /// a table (no computed columns) whose connector generates columns by name.
+    fn narrowed(&self, scan: &TableScan, used: &HashSet<String>) -> Option<Vec<usize>> {
+        let name = scan.table_name.table();
+        let table = self.tables.get(name)?;
+        if scan.projection.is_some()
+            || !scan.filters.is_empty()
+            || self.views.contains_key(name)
+            || !table.computed.is_empty()
+            || !connectors::projects_by_name(table)
+        {
+            return None;
         }
-    }
-}
-
-/// Adds the names of the columns `e` reads to `used`.
-fn add_columns(e: &datafusion_expr::Expr, used: &mut Vec<String>) {
-    for c in e.column_refs() {
-        if !used.contains(&c.name) {
-            used.push(c.name.clone());
-        }
+        // The watermark's column is generated anyway (`Compiler::projected_table`).
+        let columns: Vec<usize> = (0..table.columns.len())
+            .filter(|&i| used.contains(&table.columns[i].name))
+            .collect();
+        (columns.len() < table.columns.len()).then_some(columns)
     }
 }
 
