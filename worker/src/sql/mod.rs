@@ -253,9 +253,9 @@ impl Catalog {
 
     /// Projection push-down, for connectors that generate columns by name: each scan of such a
     /// table reads only the columns the query reads (by name: any expression of any node, and
-    /// the query's own output); the plan's schemas are recomputed
-    /// above the narrowed scans. Plans with a node that reads columns other than through its
-    /// expressions (`DISTINCT`, `UNION`, ...) are left as they are.
+    /// the query's own output); the plan's schemas are recomputed above the narrowed scans.
+    /// Plans with a node that reads columns other than through its expressions (`DISTINCT`,
+    /// `UNION`, ...) are left as they are.
     fn push_projections(&self, plan: LogicalPlan) -> datafusion_common::Result<LogicalPlan> {
         use datafusion_common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
         let mut plain = true;
