@@ -328,7 +328,9 @@ impl Compiler<'_> {
             LogicalPlan::SubqueryAlias(a) => self.plan(&a.input),
             LogicalPlan::TableScan(scan) => {
                 let name = scan.table_name.table();
-                if let (Some(columns), Some(table)) = (&scan.projection, self.projectable(name)) {
+                if let (Some(columns), Some(table)) =
+                    (&scan.projection, self.catalog.projectable(name))
+                {
                     return Ok(Planned::Stream(self.projected_table(table, columns)?));
                 }
                 let planned = if let Some(w) = self.catalog.window(name) {
@@ -1292,17 +1294,6 @@ impl Compiler<'_> {
             .table(name)
             .ok_or_else(|| self.err(format!("no table or view named {name}")))?;
         self.table(table)
-    }
-
-    /// The table `name` if a scan of it can push its projection into the connector: a table
-    /// without computed columns whose connector generates columns by name.
-    fn projectable(&self, name: &str) -> Option<&TableDef> {
-        if self.catalog.view(name).is_some() || self.catalog.window(name).is_some() {
-            return None;
-        }
-        self.catalog
-            .table(name)
-            .filter(|t| t.computed.is_empty() && connectors::projects_by_name(t))
     }
 
     /// A scan of `columns` (indices into the table's columns) with the projection pushed into

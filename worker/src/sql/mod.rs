@@ -300,19 +300,26 @@ impl Catalog {
         .map(|t| t.data)
     }
 
-    /// The columns of `scan` to read, if it can read fewer than all: it is an unprojected scan of
-    /// a table (no computed columns) whose connector generates columns by name.
-    fn narrowed(&self, scan: &TableScan, used: &HashSet<String>) -> Option<Vec<usize>> {
-        let name = scan.table_name.table();
-        let table = self.tables.get(name)?;
-        if scan.projection.is_some()
-            || !scan.filters.is_empty()
-            || self.views.contains_key(name)
-            || !table.computed.is_empty()
-            || !connectors::projects_by_name(table)
-        {
+    /// The table `name` if a scan of it can take a pushed projection: a table (not a view or a
+    /// windowing TVF) without computed columns whose connector generates columns by name.
+    pub fn projectable(&self, name: &str) -> Option<&TableDef> {
+        if self.views.contains_key(name) || self.window(name).is_some() {
             return None;
         }
+        self.tables
+            .get(name)
+            .filter(|t| t.computed.is_empty() && connectors::projects_by_name(t))
+    }
+
+    /// The columns of `scan` to read, if it is an unprojected scan of a [`projectable`] table
+    /// and can read fewer than all.
+    ///
+    /// [`projectable`]: Self::projectable
+    fn narrowed(&self, scan: &TableScan, used: &HashSet<String>) -> Option<Vec<usize>> {
+        if scan.projection.is_some() || !scan.filters.is_empty() {
+            return None;
+        }
+        let table = self.projectable(scan.table_name.table())?;
         // The watermark's column is generated anyway (`Compiler::projected_table`).
         let columns: Vec<usize> = (0..table.columns.len())
             .filter(|&i| used.contains(&table.columns[i].name))

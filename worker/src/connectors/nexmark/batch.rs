@@ -177,7 +177,7 @@ pub fn auctions_batch(
         3 => Ok(rows.i64_col(|_, r| fields::auction_initial_bid(r))),
         4 => Ok(rows.i64_col(|_, r| fields::auction_reserve(r))),
         5 => Ok(rows.ts_col(|n, _| clock.at(n))),
-        6 => Ok(rows.ts_col(|n, r| fields::auction_expires(cfg, n, r))),
+        6 => Ok(rows.ts_col(|n, r| fields::auction_expires(cfg, clock, n, r))),
         7 => Ok(rows.i64_col(|n, r| fields::auction_seller(cfg, n, r))),
         8 => Ok(rows.i64_col(|_, r| fields::auction_category(r))),
         9 => rows.extra_col(cfg, AUCTION_EXTRA_SLOT),

@@ -222,13 +222,13 @@ pub(crate) fn auction_reserve(r: EventRng) -> i64 {
 /// `date_time + 1 + below(draw(5), max(2 * horizon, 1))`, where `horizon` is the event-time
 /// span of the next `num_in_flight_auctions * 50 / 3` events.
 #[inline]
-pub(crate) fn auction_expires(cfg: &NexmarkConfig, n: u64, r: EventRng) -> i64 {
-    let now = timestamp(cfg, n);
+pub(crate) fn auction_expires(cfg: &NexmarkConfig, clock: EventClock, n: u64, r: EventRng) -> i64 {
+    let now = clock.at(n);
     let ahead = cfg
         .num_in_flight_auctions
         .wrapping_mul(PROPORTION_DENOMINATOR)
         / AUCTION_PROPORTION;
-    let horizon = timestamp(cfg, n.wrapping_add(ahead)).wrapping_sub(now);
+    let horizon = clock.at(n.wrapping_add(ahead)).wrapping_sub(now);
     let span = horizon.wrapping_mul(2).max(1) as u64;
     now.wrapping_add(1).wrapping_add(r.below(5, span) as i64)
 }

@@ -261,14 +261,15 @@ pub fn person(cfg: &NexmarkConfig, k: u64) -> Person {
 pub fn auction(cfg: &NexmarkConfig, k: u64) -> Auction {
     let n = event_number(EventKind::Auction, k);
     let r = EventRng::new(cfg.seed, n);
+    let clock = fields::EventClock::new(cfg);
     Auction {
         id: fields::auction_id(n),
         item_name: text(|b| fields::auction_item_name(r, b)),
         description: text(|b| fields::auction_description(r, b)),
         initial_bid: fields::auction_initial_bid(r),
         reserve: fields::auction_reserve(r),
-        date_time: fields::timestamp(cfg, n),
-        expires: fields::auction_expires(cfg, n, r),
+        date_time: clock.at(n),
+        expires: fields::auction_expires(cfg, clock, n, r),
         seller: fields::auction_seller(cfg, n, r),
         category: fields::auction_category(r),
         extra: text(|b| fields::extra(cfg, r, AUCTION_EXTRA_SLOT, b)),
