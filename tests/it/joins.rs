@@ -23,6 +23,7 @@ use strom::row::{Row, Value, batch_from_rows};
 use strom::stream::{DataStream, StreamEnv};
 use strom::time::MIN_WATERMARK;
 use strom::{EngineConfig, Error};
+use strom_api::StateBackendKind;
 
 const PARALLELISMS: [u32; 3] = [1, 2, 4];
 /// Watermarks advance by this much per step of the script.
@@ -164,11 +165,16 @@ fn sides(env: &StreamEnv, steps: &[Step], event_time: bool) -> (DataStream, Data
 }
 
 fn env(name: &str) -> StreamEnv {
+    env_on(name, StateBackendKind::Hashmap)
+}
+
+fn env_on(name: &str, state_backend: StateBackendKind) -> StreamEnv {
     StreamEnv::new(
         name,
         EngineConfig {
             parallelism: 1,
             channel_capacity: 2,
+            state_backend,
             ..EngineConfig::default()
         },
     )
@@ -199,13 +205,27 @@ fn check(
     expected_late: u64,
     build: impl Fn(&DataStream, &DataStream, &LateCounter) -> DataStream,
 ) {
+    let runs = PARALLELISMS.map(|p| (p, StateBackendKind::Hashmap));
+    check_runs(name, steps, expected, expected_late, &runs, build);
+}
+
+/// Runs `build` over the script at each of `runs`' parallelism and state backend; checks the
+/// output and the late count.
+fn check_runs(
+    name: &str,
+    steps: &[Step],
+    expected: &[Row],
+    expected_late: u64,
+    runs: &[(u32, StateBackendKind)],
+    build: impl Fn(&DataStream, &DataStream, &LateCounter) -> DataStream,
+) {
     assert!(expected.len() > 100, "{name}: only {} rows", expected.len());
     assert!(
         expected_late > 10,
         "{name}: only {expected_late} late records"
     );
-    for p in PARALLELISMS {
-        let env = env(name);
+    for &(p, backend) in runs {
+        let env = env_on(name, backend);
         let (left, right) = sides(&env, steps, true);
         let late = LateCounter::new();
         let sink = CollectSink::new();
@@ -214,12 +234,16 @@ fn check(
             .sink(sink.clone());
         env.execute().unwrap();
         let rows = sink.sorted_rows().unwrap();
-        assert_eq!(rows.len(), expected.len(), "{name} at parallelism {p}");
-        assert_eq!(rows, expected, "{name} at parallelism {p}");
+        assert_eq!(
+            rows.len(),
+            expected.len(),
+            "{name} at parallelism {p} on {backend:?}"
+        );
+        assert_eq!(rows, expected, "{name} at parallelism {p} on {backend:?}");
         assert_eq!(
             late.get(),
             expected_late,
-            "{name} late records at parallelism {p}"
+            "{name} late records at parallelism {p} on {backend:?}"
         );
     }
 }
@@ -372,6 +396,29 @@ fn interval_join_matches_the_reference() {
         &steps,
         &expected,
         late,
+        |left, right, counter| {
+            left.key_by(&["key"]).interval_join_with(
+                &right.key_by(&["key"]),
+                IntervalJoin::between(-15, 25).count_late(counter),
+            )
+        },
+    );
+}
+
+#[test]
+fn interval_join_on_rocksdb_matches_the_reference() {
+    let steps = script(34, 400, 6);
+    let (expected, late) = interval_join_reference(&records(&steps), -15, 25);
+    let runs = [
+        (1, StateBackendKind::Rocksdb),
+        (3, StateBackendKind::Rocksdb),
+    ];
+    check_runs(
+        "interval-rocksdb",
+        &steps,
+        &expected,
+        late,
+        &runs,
         |left, right, counter| {
             left.key_by(&["key"]).interval_join_with(
                 &right.key_by(&["key"]),

@@ -24,6 +24,11 @@ use strom::time::{MAX_WATERMARK, MIN_WATERMARK, Timestamp};
 use strom::{EngineConfig, ErrorPolicy};
 use strom_api::StateBackendKind;
 
+/// mimalloc rather than glibc's malloc: state and window buffers allocate and free many small
+/// objects per record.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "strom",

@@ -151,14 +151,6 @@ pub struct WindowJoinSpec {
     pub late: LateCounter,
 }
 
-/// The namespace of the instant `t`: the one-millisecond window `[t, t + 1)`.
-fn instant(t: Timestamp) -> Namespace {
-    Namespace::Window {
-        start: t,
-        end: t.saturating_add(1),
-    }
-}
-
 fn window_namespace(w: &TimeWindow) -> Namespace {
     Namespace::Window {
         start: w.start,
@@ -395,12 +387,13 @@ pub struct IntervalJoinOperator<S: KeyedStateBackend> {
     info: SubtaskInfo,
     spec: IntervalJoinSpec,
     state: S,
-    /// Encoded records per side and key; those at time `t` in the namespace [`instant`]`(t)`, a
-    /// list appended to and read in place (a key may gather many records at one time: a window
-    /// join's key is a window, and all its rows have the window's time).
-    rows: [ListState<Vec<u8>>; 2],
-    /// The timestamps present in `rows`, ascending, per side and key.
-    index: [ValueState<Vec<Timestamp>>; 2],
+    /// Per side and key, its records in arrival order: event time and the encoded row. One list
+    /// per key, so that storing a record and probing the other side cost one lookup each (on
+    /// RocksDB, storing one is a merge); a probe scans the key's list and keeps the records in
+    /// range, as Flink's scan of the key's time buckets does.
+    rows: [ListState<(Timestamp, Vec<u8>)>; 2],
+    /// One timer per key at the earliest time some of its records can go: set when a side's
+    /// list of the key starts, and again after a clean-up that leaves records behind.
     timers: TimerService,
     watermark: Timestamp,
     keys: KeyRows,
@@ -417,12 +410,8 @@ impl<S: KeyedStateBackend> IntervalJoinOperator<S> {
         }
         Ok(Self {
             rows: [
-                state.list_state("interval-join-left"),
-                state.list_state("interval-join-right"),
-            ],
-            index: [
-                state.value_state("interval-join-left-times"),
-                state.value_state("interval-join-right-times"),
+                state.list_state("interval-join-left-records"),
+                state.list_state("interval-join-right-records"),
             ],
             info,
             spec,
@@ -455,30 +444,21 @@ impl<S: KeyedStateBackend> IntervalJoinOperator<S> {
         }
     }
 
-    /// Drops `key`'s records of `side` that the watermark has made unable to join.
-    fn clean(&mut self, key: &[u8], side: usize) -> Result<()> {
-        let Some(index) = self.state.get(&self.index[side], key, &Namespace::Global)? else {
-            return Ok(());
-        };
-        let expired = index.partition_point(|&t| self.cleanup_time(side, t) <= self.watermark);
-        if expired == 0 {
-            return Ok(());
-        }
-        for &t in &index[..expired] {
-            self.state.list_take(&self.rows[side], key, &instant(t))?;
-        }
-        if expired == index.len() {
+    /// Drops `key`'s records of `side` that the watermark has made unable to join; returns when
+    /// the next of those left can go.
+    fn clean(&mut self, key: &[u8], side: usize) -> Result<Option<Timestamp>> {
+        let global = Namespace::Global;
+        let mut records = self.state.list_take(&self.rows[side], key, &global)?;
+        records.retain(|&(t, _)| self.cleanup_time(side, t) > self.watermark);
+        let next = records
+            .iter()
+            .map(|&(t, _)| self.cleanup_time(side, t))
+            .min();
+        if !records.is_empty() {
             self.state
-                .take(&self.index[side], key, &Namespace::Global)?;
-        } else {
-            self.state.put(
-                &self.index[side],
-                key,
-                &Namespace::Global,
-                index[expired..].to_vec(),
-            )?;
+                .list_put(&self.rows[side], key, &global, records)?;
         }
-        Ok(())
+        Ok(next)
     }
 }
 
@@ -492,6 +472,7 @@ impl<S: KeyedStateBackend> Operator for IntervalJoinOperator<S> {
         self.state.restore(state)?;
         self.timers.restore(state)
     }
+
     fn process(&mut self, input: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let side = side_of(&self.info, input)?;
         let other = 1 - side;
@@ -516,16 +497,10 @@ impl<S: KeyedStateBackend> Operator for IntervalJoinOperator<S> {
             } else {
                 (t.saturating_sub(upper), t.saturating_sub(lower))
             };
-            let (state, joined, row) = (&self.state, &mut self.joined, &self.row_buf);
-            let matches = state.with_value(&self.index[other], key, &global, |index| {
-                let index = index.map_or(&[][..], Vec::as_slice);
-                let first = index.partition_point(|&x| x < from);
-                let last = index.partition_point(|&x| x <= to);
-                index[first..last].to_vec()
-            })?;
-            for ts in matches {
-                state.with_list(&self.rows[other], key, &instant(ts), |rows| {
-                    for r in rows {
+            let (joined, row) = (&mut self.joined, &self.row_buf);
+            self.state
+                .with_list(&self.rows[other], key, &global, |records| {
+                    for (_, r) in records.iter().filter(|(x, _)| (from..=to).contains(x)) {
                         if side == 0 {
                             joined.push(row, r);
                         } else {
@@ -533,22 +508,16 @@ impl<S: KeyedStateBackend> Operator for IntervalJoinOperator<S> {
                         }
                     }
                 })?;
-            }
             // Keep it while a record of the other side that is not late can still match it.
             let cleanup = self.cleanup_time(side, t);
             if cleanup > self.watermark {
-                let new = self.state.list_add(
+                let first = self.state.list_add(
                     &self.rows[side],
                     key,
-                    &instant(t),
-                    self.row_buf.clone(),
+                    &global,
+                    (t, self.row_buf.clone()),
                 )?;
-                if new {
-                    self.state
-                        .upsert(&self.index[side], key, &global, Vec::new, |index| {
-                            let at = index.partition_point(|&x| x < t);
-                            index.insert(at, t);
-                        })?;
+                if first {
                     self.timers
                         .register(TimeDomain::EventTime, cleanup, key, global);
                 }
@@ -562,15 +531,15 @@ impl<S: KeyedStateBackend> Operator for IntervalJoinOperator<S> {
 
     fn on_watermark(&mut self, watermark: Timestamp, _out: &mut Output) -> Result<()> {
         self.watermark = self.watermark.max(watermark);
-        let mut due: Vec<Box<[u8]>> =
-            std::iter::from_fn(|| self.timers.pop_due(TimeDomain::EventTime, self.watermark))
-                .map(|t| t.key)
-                .collect();
-        due.sort_unstable();
-        due.dedup();
-        for key in &due {
-            self.clean(key, 0)?;
-            self.clean(key, 1)?;
+        while let Some(timer) = self.timers.pop_due(TimeDomain::EventTime, self.watermark) {
+            let next = [self.clean(&timer.key, 0)?, self.clean(&timer.key, 1)?]
+                .into_iter()
+                .flatten()
+                .min();
+            if let Some(next) = next {
+                self.timers
+                    .register(TimeDomain::EventTime, next, &timer.key, Namespace::Global);
+            }
         }
         Ok(())
     }
@@ -1110,6 +1079,34 @@ mod tests {
             ]
         );
         assert_eq!(op.late_records(), 1);
+        op.on_watermark(MAX_WATERMARK, &mut out).unwrap();
+        assert_eq!(op.state().entries(), 0);
+    }
+
+    #[test]
+    fn interval_join_records_kept_past_their_time_find_no_partner() {
+        let spec = IntervalJoinSpec {
+            inputs: inputs(),
+            lower: -2,
+            upper: 3,
+            output: join_schema(&left_schema(), &right_schema()),
+            late: LateCounter::new(),
+        };
+        let mut op =
+            IntervalJoinOperator::new(info(), spec, crate::state::MemoryStateBackend::default())
+                .unwrap();
+        let mut out = Output::default();
+        // The key's clean-up timer is set by its first record (due at 24); the one at 5 could go
+        // at 9 but stays in the key's list until then.
+        op.process(0, left(&[(1, 20, "x"), (1, 5, "y")]), &mut out)
+            .unwrap();
+        op.on_watermark(10, &mut out).unwrap();
+        op.process(1, right(&[(1, 10), (1, 21)]), &mut out).unwrap();
+        assert_eq!(pairs(&mut out), vec![(20, "x".into(), 21)]);
+        // By 24 every record so far has had its time; nothing is left once the input ends.
+        op.on_watermark(24, &mut out).unwrap();
+        op.process(0, left(&[(1, 24, "z")]), &mut out).unwrap();
+        assert_eq!(pairs(&mut out), Vec::new());
         op.on_watermark(MAX_WATERMARK, &mut out).unwrap();
         assert_eq!(op.state().entries(), 0);
     }
