@@ -159,12 +159,14 @@ fn aggs() -> Vec<Agg> {
     ]
 }
 
-/// Runs the window job at `parallelism`: (results, late records).
+/// Runs the window job at `parallelism`, the source batching `per_batch` records at a time:
+/// (results, late records).
 fn run(
     events: &[Event],
     assign: Assign,
     lateness: i64,
     parallelism: u32,
+    per_batch: usize,
 ) -> Result<(Vec<Row>, Vec<Row>)> {
     let env = StreamEnv::new(
         "windows",
@@ -174,7 +176,7 @@ fn run(
         },
     );
     let source = env
-        .from_source(scripted_source("events", events, 7), None)
+        .from_source(scripted_source("events", events, per_batch), None)
         .set_parallelism(1);
     let stream = source.with_event_time("ts");
     let results = CollectSink::new();
@@ -193,14 +195,21 @@ fn run(
 }
 
 fn check(assign: Assign, lateness: i64, jitter: u64) {
+    check_batched(assign, lateness, jitter, 13, 7);
+}
+
+/// [`check`] over `keys` keys, the source batching `per_batch` records at a time.
+fn check_batched(assign: Assign, lateness: i64, jitter: u64, keys: u64, per_batch: usize) {
     for seed in [7, 21, 99] {
-        let events = scripted_events(seed, 3000, 13, jitter, 60, 25);
+        let events = scripted_events(seed, 3000, keys, jitter, 60, 25);
         let (expected, expected_late) = reference(&events, assign, lateness);
         assert!(expected.len() > 50, "the input exercises the windows");
         assert!(!expected_late.is_empty(), "the input has late records");
         for p in PARALLELISMS {
-            let (got, late) = run(&events, assign, lateness, p).unwrap();
-            let what = format!("{assign:?} lateness {lateness} seed {seed} p={p}");
+            let (got, late) = run(&events, assign, lateness, p, per_batch).unwrap();
+            let what = format!(
+                "{assign:?} lateness {lateness} seed {seed} p={p} keys {keys} batch {per_batch}"
+            );
             assert_eq!(got.len(), expected.len(), "{what}: result count");
             assert_eq!(got, expected, "{what}");
             assert_eq!(late, expected_late, "{what}: late records");
@@ -228,6 +237,15 @@ fn sliding_windows_match_the_reference() {
 fn session_windows_merge_like_the_reference() {
     check(Assign::Session(25), 0, 300);
     check(Assign::Session(25), 50, 300);
+}
+
+/// Every record between two watermarks in one batch, over three keys: a batch holds runs of one
+/// key, out of order, that merge into sessions among themselves (chains included) before they
+/// meet the sessions in state.
+#[test]
+fn session_windows_merged_within_large_batches_match_the_reference() {
+    check_batched(Assign::Session(25), 0, 150, 3, 25);
+    check_batched(Assign::Session(40), 0, 300, 1, 25);
 }
 
 /// A full-window function: every key's window as the sorted list of its values.
