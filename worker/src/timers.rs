@@ -273,6 +273,11 @@ impl TimerService {
         Ok(())
     }
 
+    /// Drops every timer of `domain`.
+    pub fn clear(&mut self, domain: TimeDomain) {
+        *self.queue(domain) = Queue::default();
+    }
+
     /// Number of timers registered in `domain`.
     pub fn len(&self, domain: TimeDomain) -> usize {
         match domain {

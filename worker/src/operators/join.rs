@@ -43,7 +43,7 @@ use crate::plan::{NodeKind, OperatorFactory, Partitioning};
 use crate::row;
 use crate::state::{KeyedStateBackend, ListState, Namespace, ValueState};
 use crate::stream::{DataStream, KeyedStream};
-use crate::time::{MIN_WATERMARK, TimeDomain, Timestamp};
+use crate::time::{MAX_WATERMARK, MIN_WATERMARK, TimeDomain, Timestamp};
 use crate::timers::TimerService;
 
 /// Counts the records a join dropped as late, over all its subtasks; readable while and after the
@@ -531,6 +531,14 @@ impl<S: KeyedStateBackend> Operator for IntervalJoinOperator<S> {
 
     fn on_watermark(&mut self, watermark: Timestamp, _out: &mut Output) -> Result<()> {
         self.watermark = self.watermark.max(watermark);
+        if self.watermark == MAX_WATERMARK {
+            // The input has ended and nothing can join any more: drop the buffers whole, not key
+            // by key.
+            self.state.list_clear(&self.rows[0])?;
+            self.state.list_clear(&self.rows[1])?;
+            self.timers.clear(TimeDomain::EventTime);
+            return Ok(());
+        }
         while let Some(timer) = self.timers.pop_due(TimeDomain::EventTime, self.watermark) {
             let next = [self.clean(&timer.key, 0)?, self.clean(&timer.key, 1)?]
                 .into_iter()
@@ -894,7 +902,6 @@ mod tests {
     use super::*;
     use crate::operator::Emitted;
     use crate::row::{Row, Value, batch_from_rows, rows_of};
-    use crate::time::MAX_WATERMARK;
 
     fn left_schema() -> SchemaRef {
         Arc::new(Schema::new(vec![

@@ -166,6 +166,9 @@ impl KeyedStateBackend for Backend {
     ) -> Result<Vec<T>> {
         dispatch!(self, b => b.list_take(state, key, ns))
     }
+    fn list_clear<T: StateValue>(&mut self, state: &ListState<T>) -> Result<()> {
+        dispatch!(self, b => b.list_clear(state))
+    }
     fn map_get<K: MapKey, V: StateValue>(
         &self,
         state: &MapState<K, V>,

@@ -340,6 +340,11 @@ impl KeyedStateBackend for MemoryStateBackend {
             .unwrap_or_default())
     }
 
+    fn list_clear<T: StateValue>(&mut self, state: &ListState<T>) -> Result<()> {
+        self.table_mut::<Vec<T>>(state.id)?.clear();
+        Ok(())
+    }
+
     fn map_get<K: MapKey, V: StateValue>(
         &self,
         state: &MapState<K, V>,

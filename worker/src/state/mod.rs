@@ -253,6 +253,9 @@ pub trait KeyedStateBackend: Send + 'static {
         key: &[u8],
         ns: &Namespace,
     ) -> Result<Vec<T>>;
+    /// Removes every key's list in every namespace of this subtask (at the end of the input,
+    /// when no list will be read again, in one sweep rather than key by key).
+    fn list_clear<T: StateValue>(&mut self, state: &ListState<T>) -> Result<()>;
 
     /// The value under `map_key` in the map for `key` in `ns`.
     fn map_get<K: MapKey, V: StateValue>(
@@ -422,6 +425,17 @@ pub(crate) mod tests {
                 .unwrap()
                 .is_empty()
         );
+        for (key, ns) in [(b"a", Namespace::Global), (b"b", w1), (b"c", w2)] {
+            b.list_add(&list, key, &ns, "z".into()).unwrap();
+        }
+        let kept: ListState<String> = b.list_state("kept");
+        b.list_add(&kept, b"a", &w1, "k".into()).unwrap();
+        b.list_clear(&list).unwrap();
+        for (key, ns) in [(b"a", Namespace::Global), (b"b", w1), (b"c", w2)] {
+            assert!(b.list_get(&list, key, &ns).unwrap().is_empty());
+        }
+        assert_eq!(b.list_get(&kept, b"a", &w1).unwrap(), vec!["k"]);
+        b.list_take(&kept, b"a", &w1).unwrap();
 
         let map: MapState<i64, String> = b.map_state("map");
         b.map_put(&map, b"k", &w1, 2, "two".into()).unwrap();

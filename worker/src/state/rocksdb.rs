@@ -440,6 +440,17 @@ impl KeyedStateBackend for RocksDbStateBackend {
         Ok(values)
     }
 
+    fn list_clear<T: StateValue>(&mut self, state: &ListState<T>) -> Result<()> {
+        // Every key of this subtask starts with one of its key groups, two bytes big-endian (there
+        // are at most 2^15, so the end of the range fits too).
+        let from = self.key_groups.start.to_be_bytes();
+        let to = self.key_groups.end.to_be_bytes();
+        let cf = self.cf(state.id)?;
+        self.db
+            .delete_range_cf_opt(cf, &from[2..], &to[2..], &self.write)
+            .map_err(|e| state_error("delete range", e))
+    }
+
     fn map_get<K: MapKey, V: StateValue>(
         &self,
         state: &MapState<K, V>,
