@@ -62,6 +62,10 @@ pub(crate) struct Args {
     /// Events for the SQL q4 and q7 (regular joins that keep every bid, on both engines).
     #[arg(long, default_value_t = 2_000_000)]
     pub(crate) sql_join_events: u64,
+    /// `--mode sql`: runs of each query on each engine, the two engines taking turns; the median
+    /// time counts, and the largest peak memory.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) runs: u32,
     /// The strom binary (default: next to this one).
     #[arg(long)]
     pub(crate) strom: Option<PathBuf>,

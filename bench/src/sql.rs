@@ -10,7 +10,17 @@ use std::process::Command;
 
 use anyhow::Context;
 
-use crate::{Args, repo_root, run_json};
+use crate::{Args, RunResult, repo_root, run_json};
+
+/// The run of median time (the upper median of an even count), with the largest peak memory of
+/// all runs.
+fn median(mut runs: Vec<RunResult>) -> RunResult {
+    let peak = runs.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
+    runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    let mut m = runs.swap_remove(runs.len() / 2);
+    m.peak_rss_kib = peak;
+    m
+}
 
 /// How many events a query reads: the stateless ones more, the regular joins of q4 and q7 (which
 /// keep every bid, on both engines) fewer.
@@ -49,15 +59,25 @@ pub(crate) fn compare(args: &Args, strom: &Path, flink: &Path) -> anyhow::Result
         let events = events_for(args, query);
         let file = dir.join(format!("{query}.sql"));
         std::fs::write(&file, script(query, events, args.events_per_second)?)?;
-        let mut s = Command::new(strom);
-        s.arg("sql").arg(&file).args(["--json", "--quiet"]);
-        s.args(["--state-backend", &args.strom_state]);
-        s.arg("--parallelism").arg(args.parallelism.to_string());
-        let strom_result = run_json(&mut s, &format!("strom sql {query}"))?;
-        let mut f = Command::new("bash");
-        f.arg(flink).arg("sql").arg(&file);
-        f.arg("--parallelism").arg(args.parallelism.to_string());
-        let flink_result = run_json(&mut f, &format!("flink sql {query}"))?;
+        let strom_run = || {
+            let mut s = Command::new(strom);
+            s.arg("sql").arg(&file).args(["--json", "--quiet"]);
+            s.args(["--state-backend", &args.strom_state]);
+            s.arg("--parallelism").arg(args.parallelism.to_string());
+            run_json(&mut s, &format!("strom sql {query}"))
+        };
+        let flink_run = || {
+            let mut f = Command::new("bash");
+            f.arg(flink).arg("sql").arg(&file);
+            f.arg("--parallelism").arg(args.parallelism.to_string());
+            run_json(&mut f, &format!("flink sql {query}"))
+        };
+        let (mut strom_runs, mut flink_runs) = (Vec::new(), Vec::new());
+        for _ in 0..args.runs.max(1) {
+            strom_runs.push(strom_run()?);
+            flink_runs.push(flink_run()?);
+        }
+        let (strom_result, flink_result) = (median(strom_runs), median(flink_runs));
         let (strom_rate, flink_rate) = (
             events as f64 / strom_result.seconds,
             events as f64 / flink_result.seconds,
@@ -76,10 +96,14 @@ pub(crate) fn compare(args: &Args, strom: &Path, flink: &Path) -> anyhow::Result
     }
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "(parallelism {}; Strom {} state, Flink 2.3 MiniCluster, heap state, object reuse; \
+        "({} run(s) per engine and query, median time, largest peak memory; parallelism {}; \
+         Strom {} state, Flink 2.3 MiniCluster, heap state, object reuse; \
          events of every kind at {} per event-time second; Strom's time is its whole run, \
          Flink's the job's net run time without planning and MiniCluster start-up)",
-        args.parallelism, args.strom_state, args.events_per_second
+        args.runs.max(1),
+        args.parallelism,
+        args.strom_state,
+        args.events_per_second
     );
     Ok(())
 }
