@@ -286,6 +286,11 @@ impl KeyedStateBackend for MemoryStateBackend {
         value: T,
     ) -> Result<bool> {
         let list = self.slot::<Vec<T>>(state.id, key, ns)?;
+        if list.capacity() == 0 {
+            // Room for exactly one: many keys never get a second element (a join keyed by a
+            // price), and a first push would make room for four.
+            list.reserve_exact(1);
+        }
         list.push(value);
         Ok(list.len() == 1)
     }
