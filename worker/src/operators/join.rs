@@ -387,19 +387,39 @@ pub struct IntervalJoinOperator<S: KeyedStateBackend> {
     info: SubtaskInfo,
     spec: IntervalJoinSpec,
     state: S,
-    /// Per side and key, its records in arrival order: event time and the encoded row. One list
-    /// per key, so that storing a record and probing the other side cost one lookup each (on
-    /// RocksDB, storing one is a merge); a probe scans the key's list and keeps the records in
-    /// range, as Flink's scan of the key's time buckets does.
-    rows: [ListState<(Timestamp, Vec<u8>)>; 2],
+    /// Per side and key, its records in arrival order, as [`Run`]s. One list per key, so that
+    /// storing records and probing the other side cost one lookup each (on RocksDB, storing is a
+    /// merge); a probe scans the key's list and keeps the records in range, as Flink's scan of the
+    /// key's time buckets does.
+    rows: [ListState<Run>; 2],
     /// One timer per key at the earliest time some of its records can go: set when a side's
     /// list of the key starts, and again after a clean-up that leaves records behind.
     timers: TimerService,
     watermark: Timestamp,
     keys: KeyRows,
     row_buf: Vec<u8>,
+    /// The run being gathered: consecutive records of one key in a batch.
+    run_buf: Vec<u8>,
     joined: JoinedRows,
     late: u64,
+}
+
+/// Consecutive records of one key in a batch, stored as one list element: the earliest and the
+/// latest of their times, and the records, each `[time: i64 LE][length: u32 LE][row]`. A window
+/// join's input comes as long runs (a fired window's rows share its key), which then cost one
+/// element instead of one per row. A run stays until its latest record can no longer join; a
+/// probe skips its records out of range, so the earlier ones kept longer never match.
+type Run = (Timestamp, Timestamp, Vec<u8>);
+
+/// The (time, row) records of a run.
+fn run_records(mut run: &[u8]) -> impl Iterator<Item = (Timestamp, &[u8])> {
+    std::iter::from_fn(move || {
+        let (t, rest) = run.split_first_chunk::<8>()?;
+        let (len, rest) = rest.split_first_chunk::<4>()?;
+        let (row, rest) = rest.split_at_checked(u32::from_le_bytes(*len) as usize)?;
+        run = rest;
+        Some((i64::from_le_bytes(*t), row))
+    })
 }
 
 impl<S: KeyedStateBackend> IntervalJoinOperator<S> {
@@ -420,6 +440,7 @@ impl<S: KeyedStateBackend> IntervalJoinOperator<S> {
             watermark: MIN_WATERMARK,
             keys: KeyRows::default(),
             row_buf: Vec::new(),
+            run_buf: Vec::new(),
             joined: JoinedRows::default(),
             late: 0,
         })
@@ -433,6 +454,27 @@ impl<S: KeyedStateBackend> IntervalJoinOperator<S> {
     /// The keyed state, for inspection in tests.
     pub fn state(&self) -> &S {
         &self.state
+    }
+
+    /// Stores the gathered run of `side` under `key`, arming the key's clean-up timer if the run
+    /// starts its list.
+    fn store_run(
+        &mut self,
+        side: usize,
+        key: &[u8],
+        (first, last): (Timestamp, Timestamp),
+    ) -> Result<()> {
+        let run = (first, last, self.run_buf.clone());
+        self.run_buf.clear();
+        if self
+            .state
+            .list_add(&self.rows[side], key, &Namespace::Global, run)?
+        {
+            let cleanup = self.cleanup_time(side, last);
+            self.timers
+                .register(TimeDomain::EventTime, cleanup, key, Namespace::Global);
+        }
+        Ok(())
     }
 
     /// The first watermark at which a record of `side` at `t` can no longer find a partner.
@@ -449,10 +491,10 @@ impl<S: KeyedStateBackend> IntervalJoinOperator<S> {
     fn clean(&mut self, key: &[u8], side: usize) -> Result<Option<Timestamp>> {
         let global = Namespace::Global;
         let mut records = self.state.list_take(&self.rows[side], key, &global)?;
-        records.retain(|&(t, _)| self.cleanup_time(side, t) > self.watermark);
+        records.retain(|&(_, last, _)| self.cleanup_time(side, last) > self.watermark);
         let next = records
             .iter()
-            .map(|&(t, _)| self.cleanup_time(side, t))
+            .map(|&(_, last, _)| self.cleanup_time(side, last))
             .min();
         if !records.is_empty() {
             self.state
@@ -483,6 +525,8 @@ impl<S: KeyedStateBackend> Operator for IntervalJoinOperator<S> {
         let (lower, upper) = (self.spec.lower, self.spec.upper);
         let global = Namespace::Global;
         let mut late = 0;
+        // The run being gathered: its first row (for its key) and its earliest and latest times.
+        let mut run: Option<(usize, (Timestamp, Timestamp))> = None;
         for (row, &t) in times.iter().enumerate() {
             if t < self.watermark {
                 late += 1;
@@ -497,31 +541,41 @@ impl<S: KeyedStateBackend> Operator for IntervalJoinOperator<S> {
             } else {
                 (t.saturating_sub(upper), t.saturating_sub(lower))
             };
-            let (joined, row) = (&mut self.joined, &self.row_buf);
+            let (joined, row_bytes) = (&mut self.joined, &self.row_buf);
             self.state
-                .with_list(&self.rows[other], key, &global, |records| {
-                    for (_, r) in records.iter().filter(|(x, _)| (from..=to).contains(x)) {
+                .with_list(&self.rows[other], key, &global, |runs| {
+                    for (_, r) in runs
+                        .iter()
+                        .filter(|(first, last, _)| *first <= to && *last >= from)
+                        .flat_map(|(_, _, records)| run_records(records))
+                        .filter(|(x, _)| (from..=to).contains(x))
+                    {
                         if side == 0 {
-                            joined.push(row, r);
+                            joined.push(row_bytes, r);
                         } else {
-                            joined.push(r, row);
+                            joined.push(r, row_bytes);
                         }
                     }
                 })?;
             // Keep it while a record of the other side that is not late can still match it.
-            let cleanup = self.cleanup_time(side, t);
-            if cleanup > self.watermark {
-                let first = self.state.list_add(
-                    &self.rows[side],
-                    key,
-                    &global,
-                    (t, self.row_buf.clone()),
-                )?;
-                if first {
-                    self.timers
-                        .register(TimeDomain::EventTime, cleanup, key, global);
+            if self.cleanup_time(side, t) > self.watermark {
+                if let Some((first_row, span)) = run
+                    && keys.get(first_row) != key
+                {
+                    self.store_run(side, keys.get(first_row), span)?;
+                    run = None;
                 }
+                let span = run.get_or_insert((row, (t, t)));
+                span.1 = (span.1.0.min(t), span.1.1.max(t));
+                let len = u32::try_from(self.row_buf.len())
+                    .map_err(|_| self.info.fail("a joined record exceeds 4 GiB"))?;
+                self.run_buf.extend_from_slice(&t.to_le_bytes());
+                self.run_buf.extend_from_slice(&len.to_le_bytes());
+                self.run_buf.extend_from_slice(&self.row_buf);
             }
+        }
+        if let Some((first_row, span)) = run {
+            self.store_run(side, keys.get(first_row), span)?;
         }
         self.keys = keys;
         self.late += late;
@@ -1086,6 +1140,43 @@ mod tests {
             ]
         );
         assert_eq!(op.late_records(), 1);
+        op.on_watermark(MAX_WATERMARK, &mut out).unwrap();
+        assert_eq!(op.state().entries(), 0);
+    }
+
+    #[test]
+    fn interval_join_probes_each_record_of_a_run() {
+        let spec = IntervalJoinSpec {
+            inputs: inputs(),
+            lower: -2,
+            upper: 3,
+            output: join_schema(&left_schema(), &right_schema()),
+            late: LateCounter::new(),
+        };
+        let mut op =
+            IntervalJoinOperator::new(info(), spec, crate::state::MemoryStateBackend::default())
+                .unwrap();
+        let mut out = Output::default();
+        // Runs: key 1 at 10 and 20, key 2 at 15, key 1 at 12.
+        op.process(
+            0,
+            left(&[(1, 10, "a"), (1, 20, "b"), (2, 15, "c"), (1, 12, "d")]),
+            &mut out,
+        )
+        .unwrap();
+        op.process(1, right(&[(1, 13)]), &mut out).unwrap();
+        assert_eq!(
+            pairs(&mut out),
+            vec![(10, "a".into(), 13), (12, "d".into(), 13)]
+        );
+        // At 16 the run of "d" goes; the one of "a" stays for "b", and "a" no longer matches.
+        op.on_watermark(16, &mut out).unwrap();
+        op.process(1, right(&[(1, 17), (1, 18), (2, 16)]), &mut out)
+            .unwrap();
+        assert_eq!(
+            pairs(&mut out),
+            vec![(15, "c".into(), 16), (20, "b".into(), 18)]
+        );
         op.on_watermark(MAX_WATERMARK, &mut out).unwrap();
         assert_eq!(op.state().entries(), 0);
     }

@@ -428,8 +428,17 @@ pub struct WindowOperator<S: KeyedStateBackend> {
     keys: KeyRows,
     windows: Vec<TimeWindow>,
     fired: Vec<(Box<[u8]>, TimeWindow, Fired)>,
+    /// Pane mode: the firing window's accumulators merged from its panes (kept for its capacity:
+    /// a window can hold hundreds of thousands of keys).
+    merged: HashMap<Vec<u8>, Accumulator>,
     row_buf: Vec<u8>,
 }
+
+/// Aggregated results of fired windows go out in batches of at most this many rows (the engine's
+/// default batch size): one watermark can fire a window for each of hundreds of thousands of keys,
+/// and a single batch of them all would be memory fresh from the OS, and one indivisible piece of
+/// work downstream.
+const FIRED_BATCH_ROWS: usize = 4096;
 
 /// Sliding event-time windows whose size is a multiple of the slide, without allowed lateness and
 /// with the default trigger, keep one accumulator per key and *pane* (a slide-long slice) instead of
@@ -519,6 +528,7 @@ impl<S: KeyedStateBackend> WindowOperator<S> {
             keys: KeyRows::default(),
             windows: Vec::new(),
             fired: Vec::new(),
+            merged: HashMap::new(),
             row_buf: Vec::new(),
         })
     }
@@ -967,7 +977,8 @@ impl<S: KeyedStateBackend> WindowOperator<S> {
                         .map(|(key, acc)| (key.into_boxed_slice(), window, Fired::Acc(acc))),
                 );
             } else {
-                let mut merged: HashMap<Vec<u8>, Accumulator> = drained.into_iter().collect();
+                let mut merged = std::mem::take(&mut self.merged);
+                merged.extend(drained);
                 let later: Vec<Timestamp> = self
                     .pane_starts
                     .range(start + panes.slide..end)
@@ -997,9 +1008,10 @@ impl<S: KeyedStateBackend> WindowOperator<S> {
                 }
                 self.fired.extend(
                     merged
-                        .into_iter()
+                        .drain()
                         .map(|(key, acc)| (key.into_boxed_slice(), window, Fired::Acc(acc))),
                 );
+                self.merged = merged;
             }
             self.pane_starts.remove(&start);
             self.next_pane_end = end + panes.slide;
@@ -1052,28 +1064,30 @@ impl<S: KeyedStateBackend> WindowOperator<S> {
         if self.fired.is_empty() {
             return Ok(());
         }
-        let fired = std::mem::take(&mut self.fired);
+        let mut fired = std::mem::take(&mut self.fired);
         let key_types = self.spec.key.types(&self.spec.input_schema);
         match &self.spec.contents {
             WindowContents::Aggregate(aggs) => {
-                let mut keys = RowDecoder::new(key_types.iter().copied())?;
-                for (key, _, _) in &fired {
-                    keys.append(key)?;
+                for fired in fired.chunks(FIRED_BATCH_ROWS) {
+                    let mut keys = RowDecoder::new(key_types.iter().copied())?;
+                    for (key, _, _) in fired {
+                        keys.append(key)?;
+                    }
+                    let mut columns: Vec<ArrayRef> = keys.finish();
+                    columns.push(Arc::new(TimestampMillisecondArray::from_iter_values(
+                        fired.iter().map(|(_, w, _)| w.start),
+                    )));
+                    columns.push(Arc::new(TimestampMillisecondArray::from_iter_values(
+                        fired.iter().map(|(_, w, _)| w.end),
+                    )));
+                    for (i, agg) in aggs.iter().enumerate() {
+                        columns.push(agg.finish(fired.iter().filter_map(|(_, _, f)| match f {
+                            Fired::Acc(acc) => acc.get(i),
+                            Fired::Rows(_) => None,
+                        }))?);
+                    }
+                    out.emit(RecordBatch::try_new(self.output_schema.clone(), columns)?);
                 }
-                let mut columns: Vec<ArrayRef> = keys.finish();
-                columns.push(Arc::new(TimestampMillisecondArray::from_iter_values(
-                    fired.iter().map(|(_, w, _)| w.start),
-                )));
-                columns.push(Arc::new(TimestampMillisecondArray::from_iter_values(
-                    fired.iter().map(|(_, w, _)| w.end),
-                )));
-                for (i, agg) in aggs.iter().enumerate() {
-                    columns.push(agg.finish(fired.iter().filter_map(|(_, _, f)| match f {
-                        Fired::Acc(acc) => acc.get(i),
-                        Fired::Rows(_) => None,
-                    }))?);
-                }
-                out.emit(RecordBatch::try_new(self.output_schema.clone(), columns)?);
             }
             WindowContents::Process(function, schema) => {
                 let mut rows = Vec::new();
@@ -1091,6 +1105,9 @@ impl<S: KeyedStateBackend> WindowOperator<S> {
                 out.emit(row::batch_from_rows(schema, &rows).map_err(|e| self.info.fail(e))?);
             }
         }
+        // Kept for its capacity.
+        fired.clear();
+        self.fired = fired;
         Ok(())
     }
 
