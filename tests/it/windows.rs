@@ -499,3 +499,41 @@ fn rolling_aggregates_emit_the_running_value_per_record() {
         assert_eq!(sink.sorted_rows().unwrap(), expected, "p={p}");
     }
 }
+
+/// A watermark that fires a window for each of 10 000 keys sends the results downstream in
+/// batches of at most 4096 rows, not as one batch of all of them.
+#[test]
+fn windows_fired_together_leave_in_bounded_batches() {
+    let keys = 10_000i64;
+    let events: Vec<Event> = (0..keys)
+        .map(|key| Event::Record {
+            key,
+            ts: 1_000 + key % 50,
+            v: key,
+        })
+        .collect();
+    let env = StreamEnv::new(
+        "fired-batches",
+        EngineConfig {
+            parallelism: 1,
+            ..EngineConfig::default()
+        },
+    );
+    let results = CollectSink::new();
+    env.from_source(scripted_source("events", &events, 1_000), None)
+        .with_event_time("ts")
+        .key_by(&["key"])
+        .window(Assign::Tumbling(100).operator())
+        .aggregate(&aggs())
+        .sink(results.clone());
+    env.execute().unwrap();
+    let sizes: Vec<usize> = results.batches().iter().map(|b| b.num_rows()).collect();
+    assert_eq!(sizes.iter().sum::<usize>(), keys as usize);
+    assert!(sizes.iter().all(|&n| n <= 4096), "{sizes:?}");
+    let expected: Vec<Row> = sorted(
+        (0..keys)
+            .map(|key| result_row(key, (1_000, 1_100), &[key]))
+            .collect(),
+    );
+    assert_eq!(results.sorted_rows().unwrap(), expected);
+}
