@@ -1104,18 +1104,25 @@ mod tests {
         assert_eq!(op.state().entries(), 0);
     }
 
-    #[test]
-    fn interval_join_pairs_within_bounds_and_cleans_up() {
+    /// An interval join of the test inputs between `lower` and `upper`, state in memory.
+    fn interval_join(
+        lower: i64,
+        upper: i64,
+    ) -> IntervalJoinOperator<crate::state::MemoryStateBackend> {
         let spec = IntervalJoinSpec {
             inputs: inputs(),
-            lower: -2,
-            upper: 3,
+            lower,
+            upper,
             output: join_schema(&left_schema(), &right_schema()),
             late: LateCounter::new(),
         };
-        let mut op =
-            IntervalJoinOperator::new(info(), spec, crate::state::MemoryStateBackend::default())
-                .unwrap();
+        IntervalJoinOperator::new(info(), spec, crate::state::MemoryStateBackend::default())
+            .unwrap()
+    }
+
+    #[test]
+    fn interval_join_pairs_within_bounds_and_cleans_up() {
+        let mut op = interval_join(-2, 3);
         let mut out = Output::default();
         op.process(1, right(&[(1, 8), (1, 13), (2, 10)]), &mut out)
             .unwrap();
@@ -1146,16 +1153,7 @@ mod tests {
 
     #[test]
     fn interval_join_probes_each_record_of_a_run() {
-        let spec = IntervalJoinSpec {
-            inputs: inputs(),
-            lower: -2,
-            upper: 3,
-            output: join_schema(&left_schema(), &right_schema()),
-            late: LateCounter::new(),
-        };
-        let mut op =
-            IntervalJoinOperator::new(info(), spec, crate::state::MemoryStateBackend::default())
-                .unwrap();
+        let mut op = interval_join(-2, 3);
         let mut out = Output::default();
         // Runs: key 1 at 10 and 20, key 2 at 15, key 1 at 12.
         op.process(
@@ -1183,16 +1181,7 @@ mod tests {
 
     #[test]
     fn interval_join_records_kept_past_their_time_find_no_partner() {
-        let spec = IntervalJoinSpec {
-            inputs: inputs(),
-            lower: -2,
-            upper: 3,
-            output: join_schema(&left_schema(), &right_schema()),
-            late: LateCounter::new(),
-        };
-        let mut op =
-            IntervalJoinOperator::new(info(), spec, crate::state::MemoryStateBackend::default())
-                .unwrap();
+        let mut op = interval_join(-2, 3);
         let mut out = Output::default();
         // The key's clean-up timer is set by its first record (due at 24); the one at 5 could go
         // at 9 but stays in the key's list until then.
