@@ -58,9 +58,15 @@ JDK_OPENS=(
   --add-opens=java.base/java.util.concurrent.locks=ALL-UNNAMED
 )
 
+# Flink unpacks its RPC system's jar (about 23 MB) into java.io.tmpdir at every start and does not
+# always remove it: each run gets a directory of its own, removed when it ends.
+RUN_TMP="$(mktemp -d "${TMPDIR:-/tmp}/strom-flink.XXXXXX")"
+trap 'rm -rf "$RUN_TMP"' EXIT
+
 # shellcheck disable=SC2086
-exec java \
+java \
   -Xmx"${STROM_FLINK_HEAP:-4g}" \
+  -Djava.io.tmpdir="$RUN_TMP" \
   ${STROM_FLINK_GC:--XX:+UseParallelGC} \
   "${JDK_OPENS[@]}" \
   -Dstrom.log.level="${STROM_FLINK_LOG_LEVEL:-WARN}" \

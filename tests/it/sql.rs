@@ -696,11 +696,29 @@ fn an_aggregation_written_twice_is_planned_once() {
     assert_eq!(graph.matches("window(tumbling").count(), 1, "{graph}");
 }
 
-fn tempdir(name: &str) -> std::path::PathBuf {
+/// A fresh directory under the system's temp dir, removed when dropped (some tests write
+/// hundreds of megabytes).
+struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir(name: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("strom-it-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 #[test]
