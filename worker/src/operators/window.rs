@@ -864,24 +864,18 @@ impl<S: KeyedStateBackend> WindowOperator<S> {
         for (key, sessions) in local {
             for (w, acc) in sessions {
                 let merged = self.merge_sessions(key, w)?;
-                let fresh = std::cell::Cell::new(Some(acc));
-                let mut result = Ok(());
-                self.state.upsert(
-                    &self.accs,
-                    key,
-                    &merged.namespace(),
-                    || fresh.take().unwrap_or_default(),
-                    |target| {
-                        if let Some(acc) = fresh.take() {
-                            for ((agg, t), a) in aggs.iter().zip(target.iter_mut()).zip(acc) {
-                                if let Err(e) = agg.merge(t, a) {
-                                    result = Err(e);
-                                }
-                            }
+                self.state
+                    .update(&self.accs, key, &merged.namespace(), |slot| match slot {
+                        None => {
+                            *slot = Some(acc);
+                            Ok(())
                         }
-                    },
-                )?;
-                result?;
+                        Some(target) => aggs
+                            .iter()
+                            .zip(target.iter_mut())
+                            .zip(acc)
+                            .try_for_each(|((agg, t), a)| agg.merge(t, a)),
+                    })??;
                 self.register_timers(key, &merged);
             }
         }
