@@ -626,7 +626,11 @@ fn resolve_key(
     })
 }
 
-fn event_time_of(operator: &str, side: &str, stream: &DataStream) -> Result<(usize, i64)> {
+pub(super) fn event_time_of(
+    operator: &str,
+    side: &str,
+    stream: &DataStream,
+) -> Result<(usize, i64)> {
     time_of(stream).ok_or_else(|| {
         Error::plan(
             operator,

@@ -9,6 +9,7 @@ pub mod over_aggregate;
 pub mod process;
 pub mod regular_join;
 pub mod rolling;
+pub mod temporal_join;
 pub mod top_n;
 pub mod watermarks;
 pub mod window;
