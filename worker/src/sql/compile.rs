@@ -36,6 +36,7 @@ use datafusion_physical_expr::{PhysicalExpr, create_physical_expr};
 use datafusion_sql::sqlparser::tokenizer::Location;
 
 use super::script::{SqlError, TableDef};
+use super::temporal::TemporalTable;
 use super::tvf::{WindowKind, WindowTvf};
 use super::{Catalog, PlannedScript, connectors};
 use crate::error::Error;
@@ -332,6 +333,16 @@ impl Compiler<'_> {
                     (&scan.projection, self.catalog.projectable(name))
                 {
                     return Ok(Planned::Stream(self.projected_table(table, columns)?));
+                }
+                if let Some(t) = self.catalog.temporal(name) {
+                    return Err(SqlError::at(
+                        t.at,
+                        format!(
+                            "{} FOR SYSTEM_TIME AS OF: a versioned table is read only as the right \
+                             side of a join",
+                            t.input
+                        ),
+                    ));
                 }
                 let planned = if let Some(w) = self.catalog.window(name) {
                     let input = self.relation(&w.input)?;
@@ -1126,6 +1137,9 @@ impl Compiler<'_> {
                  on other conditions alone are not supported)",
             ));
         }
+        if let Some((scan, versioned)) = self.temporal_scan(&j.right) {
+            return self.temporal_join(j, (scan, versioned), keys, rest, before);
+        }
         if is_outer && (!rest.is_empty() || before.iter().any(|b| !b.is_empty())) {
             return Err(self.err(format!(
                 "{} joins with conditions besides equalities of the two sides are not \
@@ -1181,6 +1195,150 @@ impl Compiler<'_> {
         if is_outer {
             return Ok(Planned::Changelog(joined));
         }
+        Ok(Planned::Stream(self.filtered(joined, rest, &j.schema)?))
+    }
+
+    /// The scan of a `FOR SYSTEM_TIME AS OF` table under `plan` (perhaps aliased), if it is one.
+    fn temporal_scan<'p>(
+        &self,
+        plan: &'p LogicalPlan,
+    ) -> Option<(&'p datafusion_expr::logical_plan::TableScan, &TemporalTable)> {
+        match plan {
+            LogicalPlan::SubqueryAlias(a) => self.temporal_scan(&a.input),
+            LogicalPlan::TableScan(scan) => {
+                Some((scan, self.catalog.temporal(scan.table_name.table())?))
+            }
+            _ => None,
+        }
+    }
+
+    /// Flink SQL's event-time temporal join: `j`'s right side is the versioned table `versioned`
+    /// (scanned by `scan`); `keys` are the join's equalities (left, right), `rest` its other
+    /// conditions and `before` the conditions on one side alone.
+    fn temporal_join(
+        &self,
+        j: &datafusion_expr::logical_plan::Join,
+        (scan, versioned): (&datafusion_expr::logical_plan::TableScan, &TemporalTable),
+        keys: Vec<(Expr, Expr)>,
+        rest: Vec<Expr>,
+        [left_before, right_before]: [Vec<Expr>; 2],
+    ) -> Result<Planned, SqlError> {
+        use crate::operators::temporal_join::TemporalJoin;
+        use datafusion_expr::JoinType;
+        let err = |m: String| SqlError::at(versioned.at, m);
+        let name = &versioned.input;
+        let outer = match j.join_type {
+            JoinType::Inner => false,
+            JoinType::Left => true,
+            other => {
+                return Err(err(format!(
+                    "a temporal join (FOR SYSTEM_TIME AS OF) is an inner or a LEFT join, not \
+                     {other}"
+                )));
+            }
+        };
+        if !right_before.is_empty() || (outer && !(rest.is_empty() && left_before.is_empty())) {
+            return Err(err(
+                "a temporal join takes conditions besides the key equalities only on the left \
+                 side of an inner join, for now"
+                    .into(),
+            ));
+        }
+        // The versioned side: a table with a primary key and an event-time attribute.
+        let table = self.catalog.table(name).ok_or_else(|| {
+            err(format!(
+                "{name} is a view: a temporal join reads a table with a PRIMARY KEY and a \
+                 watermark (versioned views are not supported yet)"
+            ))
+        })?;
+        if table.primary_key.is_empty() {
+            return Err(err(format!(
+                "{name} has no PRIMARY KEY: a temporal join's versioned table needs one"
+            )));
+        }
+        let mut right = self.relation(name)?;
+        if right.time.is_none() {
+            return Err(err(format!(
+                "{name} has no watermark: a temporal join's versioned table needs an event-time \
+                 attribute"
+            )));
+        }
+        if let Some(columns) = &scan.projection {
+            let names: Vec<String> = columns
+                .iter()
+                .map(|&i| right.schema().field(i).name().clone())
+                .collect();
+            right = right.select(&str_refs(&names));
+        }
+        let right_columns: Vec<String> = keys
+            .iter()
+            .filter_map(|(_, r)| match unalias(r) {
+                Expr::Column(c) => Some(c.name.clone()),
+                _ => None,
+            })
+            .collect();
+        if let Some(missing) = table
+            .primary_key
+            .iter()
+            .find(|k| !right_columns.contains(k))
+        {
+            return Err(err(format!(
+                "the join condition must equal {name}'s primary key, but says nothing of {missing}"
+            )));
+        }
+        // The left side's time attribute picks the versions.
+        let left = self.filtered(self.stream(&j.left)?, left_before, j.left.schema())?;
+        let time = versioned.time.join(".");
+        let (qualifier, column) = match versioned.time.as_slice() {
+            [column] => (None, column),
+            [.., qualifier, column] => (Some(qualifier), column),
+            [] => return Err(err("FOR SYSTEM_TIME AS OF needs a column".into())),
+        };
+        let time_index = (0..j.left.schema().fields().len())
+            .find(|&i| {
+                let (q, f) = j.left.schema().qualified_field(i);
+                f.name() == column
+                    && qualifier
+                        .is_none_or(|want| q.is_some_and(|q| q.table().eq_ignore_ascii_case(want)))
+            })
+            .ok_or_else(|| {
+                err(format!(
+                    "FOR SYSTEM_TIME AS OF {time}: no such column on the left"
+                ))
+            })?;
+        let time_name = left.schema().field(time_index).name().clone();
+        if left.time.as_ref().map(|t| &t.column) != Some(&time_name) {
+            return Err(err(format!(
+                "FOR SYSTEM_TIME AS OF {time}: not the left side's event-time attribute (a \
+                 processing-time temporal join needs a lookup source, and Flink's filesystem \
+                 connector is none)"
+            )));
+        }
+        let (left_keys, right_keys): (Vec<Expr>, Vec<Expr>) = keys.into_iter().unzip();
+        let (left, left_names, left_extra) =
+            self.with_keys(&left, &left_keys, j.left.schema(), "left")?;
+        let (right, right_names, right_extra) =
+            self.with_keys(&right, &right_keys, j.right.schema(), "right")?;
+        let options = if outer {
+            TemporalJoin::left_outer()
+        } else {
+            TemporalJoin::inner()
+        };
+        let joined = left
+            .key_by(&str_refs(&left_names))
+            .temporal_join(&right.key_by(&str_refs(&right_names)), options);
+        // To the plan's columns, without the key columns computed for the join.
+        let left_fields = left.schema().fields().len() - left_extra;
+        let right_fields = right.schema().fields().len() - right_extra;
+        let kept: Vec<usize> = (0..left_fields)
+            .chain((0..right_fields).map(|i| left.schema().fields().len() + i))
+            .collect();
+        let out = stream_schema(&j.schema);
+        let target = out.clone();
+        let joined = joined.map_batches("join result", out, move |batch| {
+            let columns = kept.iter().map(|&i| batch.column(i).clone()).collect();
+            Ok(RecordBatch::try_new(target.clone(), columns)?)
+        });
         Ok(Planned::Stream(self.filtered(joined, rest, &j.schema)?))
     }
 

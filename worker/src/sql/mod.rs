@@ -6,6 +6,7 @@ pub mod compile;
 pub mod connectors;
 mod functions;
 pub mod script;
+pub mod temporal;
 pub mod tvf;
 
 use std::collections::{HashMap, HashSet};
@@ -35,6 +36,8 @@ pub struct Catalog {
     views: HashMap<String, Arc<LogicalPlan>>,
     /// Windowing TVFs, by number (`__window_N`).
     windows: Vec<WindowTvf>,
+    /// Temporal table references (`FOR SYSTEM_TIME AS OF`), by number (`__temporal_N`).
+    temporals: Vec<temporal::TemporalTable>,
     functions: Functions,
     options: ConfigOptions,
 }
@@ -45,6 +48,7 @@ impl std::fmt::Debug for Catalog {
             .field("tables", &self.tables.keys().collect::<Vec<_>>())
             .field("views", &self.views.keys().collect::<Vec<_>>())
             .field("windows", &self.windows)
+            .field("temporals", &self.temporals)
             .finish()
     }
 }
@@ -120,6 +124,7 @@ impl Default for Catalog {
             tables: HashMap::new(),
             views: HashMap::new(),
             windows: Vec::new(),
+            temporals: Vec::new(),
             functions: Functions::new(),
             options,
         }
@@ -139,6 +144,11 @@ impl Catalog {
     /// The windowing TVF behind a `__window_N` table.
     pub fn window(&self, table: &str) -> Option<&WindowTvf> {
         self.windows.get(tvf::number_of(table)?)
+    }
+
+    /// The table reference behind a `__temporal_N` table.
+    pub fn temporal(&self, table: &str) -> Option<&temporal::TemporalTable> {
+        self.temporals.get(temporal::number_of(table)?)
     }
 
     /// The columns of a table or view, as queries see them.
@@ -237,6 +247,11 @@ impl Catalog {
             self.window_schema(&w)?;
             self.windows.push(w);
         }
+        for t in temporal::extract(&mut query, self.temporals.len())? {
+            self.relation_schema(&t.input)
+                .map_err(|m| SqlError::at(t.at, m))?;
+            self.temporals.push(t);
+        }
         let statement = Statement::Query(Box::new(query));
         let plan = SqlToRel::new(&Scope::all(self))
             .sql_statement_to_plan(statement)
@@ -303,7 +318,10 @@ impl Catalog {
     /// The table `name` if a scan of it can take a pushed projection: a table (not a view or a
     /// windowing TVF) without computed columns whose connector generates columns by name.
     pub fn projectable(&self, name: &str) -> Option<&TableDef> {
-        if self.views.contains_key(name) || self.window(name).is_some() {
+        if self.views.contains_key(name)
+            || self.window(name).is_some()
+            || self.temporal(name).is_some()
+        {
             return None;
         }
         self.tables
@@ -509,6 +527,12 @@ impl ContextProvider for Scope<'_> {
             let schema = catalog
                 .window_schema(w)
                 .map_err(|e| datafusion_common::DataFusionError::Plan(e.message))?;
+            return Ok(Arc::new(LogicalTableSource::new(schema)));
+        }
+        if let Some(t) = catalog.temporal(key) {
+            let schema = catalog
+                .relation_schema(&t.input)
+                .map_err(datafusion_common::DataFusionError::Plan)?;
             return Ok(Arc::new(LogicalTableSource::new(schema)));
         }
         if let Some(view) = catalog.views.get(key) {

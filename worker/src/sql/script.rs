@@ -161,7 +161,7 @@ fn parse_statement(
         tokens
     } else {
         // `TABLE(TUMBLE(TABLE bid, ...))`: see `tvf`.
-        super::tvf::drop_table_keyword_in_arguments(tokens)
+        super::temporal::rewrite_system_time(super::tvf::drop_table_keyword_in_arguments(tokens))?
     };
     let mut parser = Parser::new(dialect).with_tokens_with_locations(tokens);
     let err = |e: ParserError| SqlError::from_parser(e, last);
