@@ -31,6 +31,8 @@ const QUERIES: &[&str] = &[
     "early-bids",
     "bid-trends",
     "window-bids",
+    "seller-bids",
+    "rebids",
 ];
 const EVENTS: u64 = 60_000;
 /// Events per event-time second: a minute of event time.

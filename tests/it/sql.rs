@@ -7,9 +7,10 @@ use std::path::Path;
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Int64Type, TimestampMillisecondType};
 use strom::EngineConfig;
-use strom::connectors::nexmark::{NexmarkConfig, bids_batch};
+use strom::connectors::nexmark::{NexmarkConfig, auctions_batch, bids_batch};
 use strom::sql::{compile, plan_script};
 use strom::stream::StreamEnv;
+use strom_api::StateBackendKind;
 
 /// Events of every kind; 46 in 50 are bids.
 const EVENTS: usize = 20_000;
@@ -69,11 +70,17 @@ fn bid_table() -> String {
 
 /// Runs a script at parallelism 2 on the embedded runtime.
 pub(crate) fn run(script: &str) {
+    run_on(script, 2, StateBackendKind::default());
+}
+
+/// Runs a script at `parallelism` with keyed state in `backend`.
+fn run_on(script: &str, parallelism: u32, backend: StateBackendKind) {
     let planned = plan_script(script).unwrap_or_else(|e| panic!("{e}\n{script}"));
     let env = StreamEnv::new(
         "sql",
         EngineConfig {
-            parallelism: 2,
+            parallelism,
+            state_backend: backend,
             ..EngineConfig::default()
         },
     );
@@ -429,6 +436,121 @@ fn interval_joins_equal_brute_force() {
     assert_eq!(lines(&out), multiset(expected));
 }
 
+/// (id, seller, date_time) of every auction.
+fn auction_rows() -> Vec<(i64, i64, i64)> {
+    let cfg = NexmarkConfig {
+        events_per_second: RATE,
+        ..NexmarkConfig::default()
+    };
+    let b = auctions_batch(&cfg, 0, 1, EVENTS / 50 * 3, None).unwrap();
+    let col = |name: &str| b.column(b.schema().index_of(name).unwrap()).clone();
+    let (id, seller, time) = (col("id"), col("seller"), col("date_time"));
+    let (id, seller) = (
+        id.as_primitive::<Int64Type>(),
+        seller.as_primitive::<Int64Type>(),
+    );
+    let time = time.as_primitive::<TimestampMillisecondType>();
+    (0..b.num_rows())
+        .map(|i| (id.value(i), seller.value(i), time.value(i)))
+        .collect()
+}
+
+#[test]
+fn temporal_joins_pick_the_version_valid_at_each_left_record() {
+    // Auctions as the versions of their seller: each bid meets the latest auction its bidder had
+    // opened by the time of the bid.
+    let versions = format!(
+        "CREATE TABLE auction (
+            id BIGINT,
+            seller BIGINT,
+            date_time TIMESTAMP(3),
+            PRIMARY KEY (seller) NOT ENFORCED,
+            WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND
+        ) WITH (
+            'connector' = 'nexmark',
+            'table' = 'auction',
+            'events.num' = '{EVENTS}',
+            'event.rate' = '{RATE}'
+        );"
+    );
+    let query = |join: &str, filter: &str| {
+        format!(
+            "SELECT B.bidder, B.price, B.date_time, A.id, A.date_time
+             FROM bid AS B {join} auction FOR SYSTEM_TIME AS OF B.date_time AS A
+             ON B.bidder = A.seller {filter}"
+        )
+    };
+    let explained = plan_script(&format!(
+        "{}\n{versions}\nEXPLAIN {};",
+        bid_table(),
+        query("JOIN", "")
+    ))
+    .unwrap();
+    let graph = compile::explain(&explained, &EngineConfig::default()).unwrap();
+    assert!(graph[0].contains("temporal_join"), "{}", graph[0]);
+
+    let (bids, auctions) = (bid_rows(), auction_rows());
+    let latest = |bidder: i64, t: i64| {
+        auctions
+            .iter()
+            .filter(|&&(_, seller, at)| seller == bidder && at <= t)
+            .max_by_key(|&&(_, _, at)| at)
+    };
+    let mut inner = Vec::new();
+    let mut left = Vec::new();
+    for &(_, bidder, price, t) in &bids {
+        let row = format!("{bidder},{price},{}", sql_time(t));
+        match latest(bidder, t) {
+            Some(&(id, _, at)) => {
+                let joined = format!("{row},{id},{}", sql_time(at));
+                if price > 1_000_000 {
+                    inner.push(joined.clone());
+                }
+                left.push(joined);
+            }
+            None => left.push(format!("{row},,")),
+        }
+    }
+    assert!(
+        inner.len() > 100 && left.len() > inner.len(),
+        "{} {}",
+        inner.len(),
+        left.len()
+    );
+    let cases = [
+        ("JOIN", "WHERE B.price > 1000000", multiset(inner)),
+        ("LEFT JOIN", "", multiset(left)),
+    ];
+    let runs = [
+        (1, StateBackendKind::Hashmap),
+        (3, StateBackendKind::Hashmap),
+        (2, StateBackendKind::Rocksdb),
+    ];
+    for (join, filter, expected) in cases {
+        for (parallelism, backend) in runs {
+            let dir = tempdir("sql-temporal-join");
+            let out = dir.join("out");
+            let script = format!(
+                "{}
+                {versions}
+                CREATE TABLE out (bidder BIGINT, price BIGINT, t TIMESTAMP(3), id BIGINT,
+                                  at TIMESTAMP(3))
+                WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+                INSERT INTO out {};",
+                bid_table(),
+                out.display(),
+                query(join, filter)
+            );
+            run_on(&script, parallelism, backend);
+            assert_eq!(
+                lines(&out),
+                expected,
+                "{join} at parallelism {parallelism} on {backend:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn cumulate_windows_equal_brute_force() {
     let dir = tempdir("sql-cumulate");
@@ -642,6 +764,20 @@ fn what_the_streaming_planner_cannot_take_is_an_error_at_its_line() {
              WHERE r > 3",
             2,
             "supported as rn <= N",
+        ),
+        (
+            "CREATE TABLE t (auction BIGINT, bidder BIGINT, date_time TIMESTAMP(3), WATERMARK FOR date_time AS date_time) WITH ('connector' = 'nexmark', 'table' = 'bid');\n\
+             CREATE TABLE a (seller BIGINT, date_time TIMESTAMP(3), WATERMARK FOR date_time AS date_time) WITH ('connector' = 'nexmark', 'table' = 'auction');\n\
+             SELECT * FROM t\n  JOIN a FOR SYSTEM_TIME AS OF t.date_time ON t.bidder = a.seller",
+            4,
+            "has no PRIMARY KEY",
+        ),
+        (
+            "CREATE TABLE t (auction BIGINT, bidder BIGINT, date_time TIMESTAMP(3), WATERMARK FOR date_time AS date_time) WITH ('connector' = 'nexmark', 'table' = 'bid');\n\
+             CREATE TABLE a (seller BIGINT, date_time TIMESTAMP(3), PRIMARY KEY (seller) NOT ENFORCED, WATERMARK FOR date_time AS date_time) WITH ('connector' = 'nexmark', 'table' = 'auction');\n\
+             SELECT * FROM t JOIN a FOR SYSTEM_TIME AS OF t.auction ON t.bidder = a.seller",
+            3,
+            "not the left side's event-time attribute",
         ),
     ];
     for (sql, line, says) in cases {

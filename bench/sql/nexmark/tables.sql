@@ -37,3 +37,20 @@ CREATE TABLE bid (
     extra VARCHAR,
     WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND
 ) WITH ('connector' = 'filesystem', 'path' = '${INPUT}/bid', 'format' = 'csv');
+
+-- The auctions again, as a versioned table: each auction is the new version of its seller (a
+-- temporal join reads the version valid at a time, by the primary key).
+CREATE TABLE auction_by_seller (
+    id BIGINT,
+    itemName VARCHAR,
+    description VARCHAR,
+    initialBid BIGINT,
+    reserve BIGINT,
+    date_time TIMESTAMP(3),
+    expires TIMESTAMP(3),
+    seller BIGINT,
+    category BIGINT,
+    extra VARCHAR,
+    PRIMARY KEY (seller) NOT ENFORCED,
+    WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND
+) WITH ('connector' = 'filesystem', 'path' = '${INPUT}/auction', 'format' = 'csv');

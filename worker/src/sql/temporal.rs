@@ -12,7 +12,8 @@
 use std::ops::ControlFlow;
 
 use datafusion_sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, Ident, ObjectName, TableFactor, VisitMut, VisitorMut,
+    Expr, FunctionArg, FunctionArgExpr, Ident, ObjectName, TableAlias, TableFactor, VisitMut,
+    VisitorMut,
 };
 use datafusion_sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Word};
 
@@ -137,7 +138,10 @@ impl VisitorMut for Extract {
     type Break = SqlError;
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<SqlError> {
-        let TableFactor::Table { name, args, .. } = factor else {
+        let TableFactor::Table {
+            name, args, alias, ..
+        } = factor
+        else {
             return ControlFlow::Continue(());
         };
         let Some(list) = args.as_ref() else {
@@ -169,6 +173,17 @@ impl VisitorMut for Extract {
             .filter_map(|p| p.as_ident().map(|i| i.value.clone()))
             .collect::<Vec<_>>()
             .join(".");
+        // Queries name the table as they wrote it.
+        if alias.is_none()
+            && let Some(last) = name.0.last().and_then(|p| p.as_ident())
+        {
+            *alias = Some(TableAlias {
+                explicit: false,
+                name: last.clone(),
+                columns: Vec::new(),
+                at: None,
+            });
+        }
         *name = ObjectName::from(vec![Ident::new(table_name(self.first + self.found.len()))]);
         *args = None;
         self.found.push(TemporalTable { input, time, at });
