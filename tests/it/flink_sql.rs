@@ -33,6 +33,7 @@ const QUERIES: &[&str] = &[
     "window-bids",
     "seller-bids",
     "rebids",
+    "seller-bid-windows",
 ];
 const EVENTS: u64 = 60_000;
 /// Events per event-time second: a minute of event time.
