@@ -34,6 +34,9 @@ const QUERIES: &[&str] = &[
     "seller-bids",
     "rebids",
     "seller-bid-windows",
+    "window-top-bids",
+    "window-top-auctions",
+    "window-first-bids",
 ];
 const EVENTS: u64 = 60_000;
 /// Events per event-time second: a minute of event time.

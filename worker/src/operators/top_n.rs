@@ -267,6 +267,228 @@ impl KeyedStream {
     }
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Window Top-N.
+
+/// The complete description of one window Top-N.
+#[derive(Debug, Clone)]
+pub struct WindowTopNSpec {
+    /// The partition key, which holds the window (its start and end).
+    pub key: KeySpec,
+    pub order: Vec<SortColumn>,
+    pub limit: usize,
+    pub rank: bool,
+    pub new_wins_ties: bool,
+    /// The rows' time (their window's last millisecond): column index and offset.
+    pub time: (usize, i64),
+    /// The input's columns, then the rank if [`WindowTopNSpec::rank`].
+    pub output: SchemaRef,
+}
+
+/// One subtask of a window Top-N: Flink SQL's Top-N whose `PARTITION BY` holds `window_start` and
+/// `window_end`. Each key (one window, perhaps split further) keeps its N first rows in keyed
+/// state as rows arrive; when the watermark reaches the rows' time (the window's end), they go
+/// out with their ranks, once, insert-only, and the key is forgotten. Rows behind the watermark
+/// are late: their window has gone out already, and they are dropped, as in Flink.
+pub struct WindowTopNOperator<S: KeyedStateBackend> {
+    info: SubtaskInfo,
+    spec: WindowTopNSpec,
+    sorter: RowConverter,
+    state: S,
+    tops: ValueState<Vec<Kept>>,
+    timers: crate::timers::TimerService,
+    watermark: crate::time::Timestamp,
+    keys: KeyRows,
+    out_rows: JoinedRows,
+    suffix: Vec<u8>,
+}
+
+impl<S: KeyedStateBackend> WindowTopNOperator<S> {
+    /// A subtask of `spec` over input batches of `input`, keeping its rows in `state`.
+    pub fn new(
+        info: SubtaskInfo,
+        spec: WindowTopNSpec,
+        input: &Schema,
+        mut state: S,
+    ) -> Result<Self> {
+        let fields = spec
+            .order
+            .iter()
+            .map(|o| {
+                SortField::new_with_options(
+                    input.field(o.column).data_type().clone(),
+                    arrow::compute::SortOptions {
+                        descending: o.descending,
+                        nulls_first: o.nulls_first,
+                    },
+                )
+            })
+            .collect();
+        let sorter = RowConverter::new(fields).map_err(|e| info.fail(e))?;
+        Ok(Self {
+            tops: state.value_state("window-top-n"),
+            info,
+            spec,
+            sorter,
+            state,
+            timers: crate::timers::TimerService::default(),
+            watermark: crate::time::MIN_WATERMARK,
+            keys: KeyRows::default(),
+            out_rows: JoinedRows::default(),
+            suffix: Vec::new(),
+        })
+    }
+}
+
+impl<S: KeyedStateBackend> Operator for WindowTopNOperator<S> {
+    fn process(&mut self, _input: usize, batch: RecordBatch, _out: &mut Output) -> Result<()> {
+        let times = super::process::event_times(&self.info, &batch, Some(self.spec.time))?
+            .unwrap_or_default();
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.encode(&self.spec.key, &batch)?;
+        let order: Vec<_> = self
+            .spec
+            .order
+            .iter()
+            .map(|o| batch.column(o.column).clone())
+            .collect();
+        let sort_keys = self
+            .sorter
+            .convert_columns(&order)
+            .map_err(|e| self.info.fail(e))?;
+        let (limit, new_wins) = (self.spec.limit, self.spec.new_wins_ties);
+        let global = Namespace::Global;
+        let mut encoded = Vec::new();
+        for (r, &t) in times.iter().enumerate() {
+            if t <= self.watermark {
+                continue;
+            }
+            let sort = sort_keys.row(r);
+            let sort = sort.as_ref();
+            encoded.clear();
+            row::encode_row(batch.columns(), r, &mut encoded)?;
+            let key = keys.get(r);
+            let first = self.state.update(&self.tops, key, &global, |slot| {
+                let first = slot.is_none();
+                let top = slot.get_or_insert_with(Vec::new);
+                let at = if new_wins {
+                    top.partition_point(|(s, _)| s.as_slice() < sort)
+                } else {
+                    top.partition_point(|(s, _)| s.as_slice() <= sort)
+                };
+                if at < limit {
+                    top.insert(at, (sort.to_vec(), encoded.clone()));
+                    top.truncate(limit);
+                }
+                first
+            })?;
+            if first {
+                self.timers.register(
+                    crate::time::TimeDomain::EventTime,
+                    t,
+                    key,
+                    Namespace::Global,
+                );
+            }
+        }
+        self.keys = keys;
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: crate::time::Timestamp, out: &mut Output) -> Result<()> {
+        self.watermark = self.watermark.max(watermark);
+        while let Some(timer) = self
+            .timers
+            .pop_due(crate::time::TimeDomain::EventTime, self.watermark)
+        {
+            let top = self
+                .state
+                .take(&self.tops, &timer.key, &Namespace::Global)?
+                .unwrap_or_default();
+            for (rank, (_, row)) in top.iter().enumerate() {
+                self.suffix.clear();
+                if self.spec.rank {
+                    row::encode_owned(
+                        &Value::UInt(rank as u64 + 1),
+                        &DataType::UInt64,
+                        &mut self.suffix,
+                    )?;
+                }
+                self.out_rows.push(row, &self.suffix);
+            }
+        }
+        // Before the runtime forwards the watermark: the rows are not late downstream.
+        self.out_rows.emit(&self.spec.output, &self.info, out)
+    }
+
+    fn snapshot(&mut self, checkpoint_id: u64, out: &mut StateWriter) -> Result<()> {
+        self.state.snapshot(checkpoint_id, out)?;
+        self.timers.snapshot(self.info.max_parallelism, out)
+    }
+
+    fn restore(&mut self, state: &RestoredState) -> Result<()> {
+        self.state.restore(state)?;
+        self.timers.restore(state)
+    }
+}
+
+impl KeyedStream {
+    /// The first `top.limit` rows of each key by `top.order`, emitted once when the watermark
+    /// reaches the rows' event time: Flink SQL's window Top-N, whose key holds the window, so that
+    /// the rows of a key share their window's time. The output is this stream's columns, then the
+    /// rank (`UInt64`) if `top.rank`; insert-only, with this stream's event time.
+    pub fn window_top_n(&self, top: TopN) -> DataStream {
+        let stream = &self.stream;
+        let name = "window_top_n".to_owned();
+        let input = stream.schema.clone();
+        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        if top.rank {
+            fields.push(Field::new("__rank", DataType::UInt64, false));
+        }
+        let output: SchemaRef = Arc::new(Schema::new(fields));
+        let Some(time) = super::process::time_of(stream) else {
+            stream.env.error(Error::plan(
+                &name,
+                "the input has no event time: a window Top-N goes out when the watermark passes \
+                 its rows' window",
+            ));
+            return stream.clone();
+        };
+        if top.limit == 0 {
+            stream
+                .env
+                .error(Error::plan(&name, "a Top-N keeps at least one row"));
+            return stream.clone();
+        }
+        if let Some(o) = top.order.iter().find(|o| o.column >= input.fields().len()) {
+            stream.env.error(Error::plan(
+                &name,
+                format!("sort column {} is not in the input", o.column),
+            ));
+            return stream.clone();
+        }
+        let spec = WindowTopNSpec {
+            key: self.key.clone(),
+            order: top.order,
+            limit: top.limit,
+            rank: top.rank,
+            new_wins_ties: top.new_wins_ties,
+            time,
+            output: output.clone(),
+        };
+        let factory: OperatorFactory = Arc::new(move |info| {
+            Ok(Box::new(WindowTopNOperator::new(
+                info.clone(),
+                spec.clone(),
+                &input,
+                crate::state::Backend::for_subtask(info)?,
+            )?) as Box<dyn Operator>)
+        });
+        let time = stream.time.clone();
+        self.keyed_operator(&name, factory, output, time)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -527,5 +749,79 @@ mod tests {
                 Value::Int(10)
             )]
         );
+    }
+
+    #[test]
+    fn a_window_top_n_goes_out_once_when_the_watermark_reaches_the_window() {
+        // Key `k` stands for the window; `t` is its rows' time (the window's end - 1).
+        let schema = input();
+        let spec = WindowTopNSpec {
+            key: KeySpec::resolve("top", &schema, &["k"]).unwrap(),
+            order: price_desc_then_time(),
+            limit: 2,
+            rank: true,
+            new_wins_ties: false,
+            time: (2, 0),
+            output: Arc::new(Schema::new(vec![
+                Field::new("k", DataType::Utf8, false),
+                Field::new("p", DataType::Int64, true),
+                Field::new("t", DataType::Int64, false),
+                Field::new("__rank", DataType::UInt64, false),
+            ])),
+        };
+        let mut op = WindowTopNOperator::new(
+            info(),
+            spec,
+            &schema,
+            crate::state::MemoryStateBackend::default(),
+        )
+        .unwrap();
+        let mut out = Output::default();
+        let rows = |out: &mut Output| -> Vec<String> {
+            let mut rows = Vec::new();
+            for e in out.drain() {
+                if let Emitted::Data(b) = e {
+                    for r in rows_of(&b).unwrap() {
+                        rows.push(format!(
+                            "{}:{}#{}",
+                            r[0].as_str().unwrap(),
+                            r[1].as_i64().unwrap(),
+                            r[3].as_i64().unwrap()
+                        ));
+                    }
+                }
+            }
+            rows
+        };
+        op.process(
+            0,
+            batch(&[
+                ("w1", Some(5), 9),
+                ("w2", Some(1), 19),
+                ("w1", Some(7), 9),
+                ("w1", Some(5), 9),
+            ]),
+            &mut out,
+        )
+        .unwrap();
+        op.process(
+            0,
+            batch(&[("w1", Some(6), 9), ("w2", Some(3), 19)]),
+            &mut out,
+        )
+        .unwrap();
+        assert!(
+            rows(&mut out).is_empty(),
+            "nothing before the window closes"
+        );
+        op.on_watermark(9, &mut out).unwrap();
+        assert_eq!(rows(&mut out), ["w1:7#1", "w1:6#2"]);
+        // Late for w1 (its window went out): dropped, and nothing goes out again.
+        op.process(0, batch(&[("w1", Some(100), 9)]), &mut out)
+            .unwrap();
+        op.on_watermark(18, &mut out).unwrap();
+        assert!(rows(&mut out).is_empty());
+        op.on_watermark(19, &mut out).unwrap();
+        assert_eq!(rows(&mut out), ["w2:3#1", "w2:1#2"]);
     }
 }

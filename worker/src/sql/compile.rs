@@ -423,7 +423,7 @@ impl Compiler<'_> {
             }
             LogicalPlan::Filter(f) => {
                 if let Some(top) = self.top_n(f)? {
-                    return Ok(Planned::Changelog(top));
+                    return Ok(top);
                 }
                 let predicate = self.physical(&f.predicate, f.input.schema())?;
                 let name = format!("{}", f.predicate);
@@ -880,7 +880,7 @@ impl Compiler<'_> {
     fn top_n(
         &self,
         f: &datafusion_expr::logical_plan::Filter,
-    ) -> Result<Option<DataStream>, SqlError> {
+    ) -> Result<Option<Planned>, SqlError> {
         use datafusion_expr::utils::split_conjunction;
         use datafusion_expr::{BinaryExpr, Operator};
         let err = |m: String| self.err(m);
@@ -975,7 +975,18 @@ impl Compiler<'_> {
         let Some(limit) = limit else {
             return Ok(None);
         };
-        let input = match self.plan(&w.input)? {
+        let planned = self.plan(&w.input)?;
+        // The window columns of a windowing TVF's rows or of a window aggregation's result, and
+        // the TVF's time column.
+        let (window, tvf_time) = match &planned {
+            Planned::Windows(s, tvf) => {
+                let n = s.schema().fields().len();
+                (Some((n, n + 1)), Some(tvf.time_column.clone()))
+            }
+            Planned::Windowed(_, c) => (Some((c.start, c.end)), None),
+            _ => (None, None),
+        };
+        let input = match planned {
             Planned::Changelog(_) => {
                 return Err(err(
                     "a Top-N of an updating result (a GROUP BY without windows) is not supported \
@@ -994,12 +1005,20 @@ impl Compiler<'_> {
                 "{e}: a Top-N's {what} is supported on columns only, for now"
             ))),
         };
-        let keys = function
+        let key_columns = function
             .params
             .partition_by
             .iter()
-            .map(|e| column_of(e, "PARTITION BY").map(|i| input.schema().field(i).name().clone()))
+            .map(|e| column_of(e, "PARTITION BY"))
             .collect::<Result<Vec<_>, _>>()?;
+        let keys: Vec<String> = key_columns
+            .iter()
+            .map(|&i| input.schema().field(i).name().clone())
+            .collect();
+        // Flink's window Top-N: partitioned by the window, it goes out once when the window
+        // closes.
+        let per_window = window
+            .is_some_and(|(start, end)| key_columns.contains(&start) && key_columns.contains(&end));
         let order = function
             .params
             .order_by
@@ -1019,7 +1038,35 @@ impl Compiler<'_> {
         let time = input.time_column();
         let new_wins_ties = limit == 1
             && matches!(order.as_slice(), [o] if o.descending
-                && time == Some(input.schema().field(o.column).name().as_str()));
+                && [time, tvf_time.as_deref()].contains(&Some(input.schema().field(o.column).name().as_str())));
+        if per_window {
+            let ranked = input.key_by(&str_refs(&keys)).window_top_n(TopN {
+                order,
+                limit,
+                rank: true,
+                new_wins_ties,
+            });
+            let named = stream_schema(&w.schema);
+            let target = named.clone();
+            let mut s = ranked.map_batches("rank", named, move |batch| {
+                Ok(RecordBatch::try_new(
+                    target.clone(),
+                    batch.columns().to_vec(),
+                )?)
+            });
+            for n in chain.iter().rev() {
+                if let LogicalPlan::Projection(p) = n {
+                    s = self.project(
+                        &s,
+                        &p.expr,
+                        p.input.schema(),
+                        &stream_schema(&p.schema),
+                        "project",
+                    )?;
+                }
+            }
+            return Ok(Some(Planned::Stream(s)));
+        }
         // Without PARTITION BY, one Top-N of everything: keyed by a constant column, appended
         // (after the columns the sort reads) and dropped again.
         let (keyed, keys, extra) = if keys.is_empty() {
@@ -1050,7 +1097,7 @@ impl Compiler<'_> {
                 s = self.project_changelog(p, &s)?;
             }
         }
-        Ok(Some(s))
+        Ok(Some(Planned::Changelog(s)))
     }
 
     /// An inner join (with `filter`, the predicate of a `WHERE` right above it, as part of its
