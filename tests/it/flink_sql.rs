@@ -323,6 +323,8 @@ const UPDATING_QUERIES: &[&str] = &[
     "q18",
     "q19",
     "auction-sellers",
+    "channel-top-bidders",
+    "top-auctions",
 ];
 
 /// The positions of the sink's `PRIMARY KEY` columns in a query's `CREATE TABLE` (one column per

@@ -268,6 +268,251 @@ impl KeyedStream {
 }
 
 // ---------------------------------------------------------------------------------------------------
+// Top-N over an updating input.
+
+/// The complete description of one Top-N over a changelog.
+#[derive(Debug, Clone)]
+pub struct RetractTopNSpec {
+    pub key: KeySpec,
+    /// Sort columns, among the first `width`.
+    pub order: Vec<SortColumn>,
+    pub limit: usize,
+    pub rank: bool,
+    /// The input's row columns: the first `width`; [`OP_COLUMN`] is next (any columns after it
+    /// only key the rows).
+    pub width: usize,
+    /// The row columns, the rank if [`RetractTopNSpec::rank`], then [`OP_COLUMN`].
+    pub output: SchemaRef,
+}
+
+/// One subtask of a Top-N over an updating input (a `GROUP BY` result): Flink's retracting
+/// Top-N. A retraction may take a row out of the top N, and the row next in line must then take
+/// its place, so each key keeps *all* its rows in sort order, not only the first N. Every change
+/// of the input updates that list, and the difference between the first N before and after goes
+/// out: with ranks, each rank whose row changed is updated (`-U`/`+U`), inserted or deleted;
+/// without, the row that left is deleted and the row that entered is inserted.
+pub struct RetractTopNOperator<S: KeyedStateBackend> {
+    info: SubtaskInfo,
+    spec: RetractTopNSpec,
+    sorter: RowConverter,
+    state: S,
+    rows: ValueState<Vec<Kept>>,
+    keys: KeyRows,
+    out_rows: JoinedRows,
+    suffix: Vec<u8>,
+}
+
+impl<S: KeyedStateBackend> RetractTopNOperator<S> {
+    /// A subtask of `spec` over input batches of `input`, keeping its rows in `state`.
+    pub fn new(
+        info: SubtaskInfo,
+        spec: RetractTopNSpec,
+        input: &Schema,
+        mut state: S,
+    ) -> Result<Self> {
+        let fields = spec
+            .order
+            .iter()
+            .map(|o| {
+                SortField::new_with_options(
+                    input.field(o.column).data_type().clone(),
+                    arrow::compute::SortOptions {
+                        descending: o.descending,
+                        nulls_first: o.nulls_first,
+                    },
+                )
+            })
+            .collect();
+        let sorter = RowConverter::new(fields).map_err(|e| info.fail(e))?;
+        Ok(Self {
+            rows: state.value_state("retract-top-n"),
+            info,
+            spec,
+            sorter,
+            state,
+            keys: KeyRows::default(),
+            out_rows: JoinedRows::default(),
+            suffix: Vec::new(),
+        })
+    }
+
+    fn emit(&mut self, row: &[u8], rank: usize, kind: RowKind) -> Result<()> {
+        self.suffix.clear();
+        if self.spec.rank {
+            row::encode_owned(
+                &Value::UInt(rank as u64),
+                &DataType::UInt64,
+                &mut self.suffix,
+            )?;
+        }
+        row::encode_owned(&Value::Int(kind as i64), &DataType::Int8, &mut self.suffix)?;
+        self.out_rows.push(row, &self.suffix);
+        Ok(())
+    }
+}
+
+impl<S: KeyedStateBackend> Operator for RetractTopNOperator<S> {
+    fn process(&mut self, _input: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        let width = self.spec.width;
+        let kinds = batch
+            .columns()
+            .get(width)
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::Int8Array>())
+            .ok_or_else(|| self.info.fail("the input has no row kind column"))?
+            .clone();
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.encode(&self.spec.key, &batch)?;
+        let order: Vec<_> = self
+            .spec
+            .order
+            .iter()
+            .map(|o| batch.column(o.column).clone())
+            .collect();
+        let sort_keys = self
+            .sorter
+            .convert_columns(&order)
+            .map_err(|e| self.info.fail(e))?;
+        let limit = self.spec.limit;
+        let global = Namespace::Global;
+        let data = &batch.columns()[..width];
+        let mut encoded = Vec::new();
+        for r in 0..batch.num_rows() {
+            let kind = RowKind::from_code(kinds.value(r)).ok_or_else(|| {
+                self.info
+                    .fail(format!("unknown row kind {}", kinds.value(r)))
+            })?;
+            let sort = sort_keys.row(r);
+            let sort = sort.as_ref();
+            encoded.clear();
+            row::encode_row(data, r, &mut encoded)?;
+            let (before, after) = self
+                .state
+                .update(&self.rows, keys.get(r), &global, |slot| {
+                    let all = slot.get_or_insert_with(Vec::new);
+                    let before: Vec<Kept> = all.iter().take(limit).cloned().collect();
+                    if kind.retracts() {
+                        // The row itself, among those that sort equal to it (a retraction of a row
+                        // never seen changes nothing, as in Flink).
+                        let from = all.partition_point(|(s, _)| s.as_slice() < sort);
+                        let to = all.partition_point(|(s, _)| s.as_slice() <= sort);
+                        if let Some(i) = (from..to).find(|&i| all[i].1 == encoded) {
+                            all.remove(i);
+                        }
+                    } else {
+                        let at = all.partition_point(|(s, _)| s.as_slice() <= sort);
+                        all.insert(at, (sort.to_vec(), encoded.clone()));
+                    }
+                    let after: Vec<Kept> = all.iter().take(limit).cloned().collect();
+                    if all.is_empty() {
+                        *slot = None;
+                    }
+                    (before, after)
+                })?;
+            if self.spec.rank {
+                for i in 0..before.len().max(after.len()) {
+                    match (before.get(i), after.get(i)) {
+                        (Some((_, old)), Some((_, new))) if old != new => {
+                            self.emit(old, i + 1, RowKind::UpdateBefore)?;
+                            self.emit(new, i + 1, RowKind::UpdateAfter)?;
+                        }
+                        (Some((_, old)), None) => self.emit(old, i + 1, RowKind::Delete)?,
+                        (None, Some((_, new))) => self.emit(new, i + 1, RowKind::Insert)?,
+                        _ => {}
+                    }
+                }
+            } else {
+                // One row changed: at most one left the first N and one entered.
+                let mut entered: Vec<&[u8]> = after.iter().map(|(_, r)| r.as_slice()).collect();
+                let mut left = Vec::new();
+                for (_, old) in &before {
+                    match entered.iter().position(|new| new == old) {
+                        Some(i) => {
+                            entered.swap_remove(i);
+                        }
+                        None => left.push(old.clone()),
+                    }
+                }
+                let entered: Vec<Vec<u8>> = entered.into_iter().map(<[u8]>::to_vec).collect();
+                for old in &left {
+                    self.emit(old, 0, RowKind::Delete)?;
+                }
+                for new in &entered {
+                    self.emit(new, 0, RowKind::Insert)?;
+                }
+            }
+        }
+        self.keys = keys;
+        self.out_rows.emit(&self.spec.output, &self.info, out)
+    }
+
+    fn snapshot(&mut self, checkpoint_id: u64, out: &mut StateWriter) -> Result<()> {
+        self.state.snapshot(checkpoint_id, out)
+    }
+
+    fn restore(&mut self, state: &RestoredState) -> Result<()> {
+        self.state.restore(state)
+    }
+}
+
+impl KeyedStream {
+    /// The first `top.limit` rows of each key by `top.order` over this changelog (its first
+    /// `width` columns are the rows, [`OP_COLUMN`] the next one): Flink SQL's Top-N over an
+    /// updating input. The output is a changelog of the row columns, the rank (`UInt64`) if
+    /// `top.rank`, then [`OP_COLUMN`], without event time.
+    pub fn retract_top_n(&self, top: TopN, width: usize) -> DataStream {
+        let stream = &self.stream;
+        let name = "retract_top_n".to_owned();
+        let input = stream.schema.clone();
+        if input.fields().get(width).map(|f| f.name().as_str()) != Some(OP_COLUMN) {
+            stream.env.error(Error::plan(
+                &name,
+                format!("column {width} of the input is not its row kind ({OP_COLUMN})"),
+            ));
+            return stream.clone();
+        }
+        if top.limit == 0 {
+            stream
+                .env
+                .error(Error::plan(&name, "a Top-N keeps at least one row"));
+            return stream.clone();
+        }
+        if let Some(o) = top.order.iter().find(|o| o.column >= width) {
+            stream.env.error(Error::plan(
+                &name,
+                format!("sort column {} is not a row column", o.column),
+            ));
+            return stream.clone();
+        }
+        let mut fields: Vec<Field> = input.fields()[..width]
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        if top.rank {
+            fields.push(Field::new("__rank", DataType::UInt64, true));
+        }
+        fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
+        let output: SchemaRef = Arc::new(Schema::new(fields));
+        let spec = RetractTopNSpec {
+            key: self.key.clone(),
+            order: top.order,
+            limit: top.limit,
+            rank: top.rank,
+            width,
+            output: output.clone(),
+        };
+        let factory: OperatorFactory = Arc::new(move |info| {
+            Ok(Box::new(RetractTopNOperator::new(
+                info.clone(),
+                spec.clone(),
+                &input,
+                crate::state::Backend::for_subtask(info)?,
+            )?) as Box<dyn Operator>)
+        });
+        self.keyed_operator(&name, factory, output, None)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Window Top-N.
 
 /// The complete description of one window Top-N.

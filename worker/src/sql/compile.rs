@@ -56,6 +56,7 @@ pub fn compile(script: &PlannedScript, env: &StreamEnv) -> Result<(), SqlError> 
         let c = Compiler {
             catalog: &script.catalog,
             planned: RefCell::default(),
+            rank_used: RefCell::default(),
             state_ttl: state_ttl(script)?,
             env,
             props: ExecutionProps::new(),
@@ -99,6 +100,7 @@ pub fn explain(script: &PlannedScript, config: &EngineConfig) -> Result<Vec<Stri
             let c = Compiler {
                 catalog: &script.catalog,
                 planned: RefCell::default(),
+                rank_used: RefCell::default(),
                 state_ttl: state_ttl(script)?,
                 env: &env,
                 props: ExecutionProps::new(),
@@ -152,6 +154,9 @@ struct Compiler<'a> {
     catalog: &'a Catalog,
     /// Aggregations planned so far, for sub-plan reuse.
     planned: RefCell<HashMap<LogicalPlan, Planned>>,
+    /// The columns a projection reads of the filter right below it (by the filter's address):
+    /// whether a Top-N's rank is read at all decides how its changelog is keyed.
+    rank_used: RefCell<Option<(*const LogicalPlan, Vec<usize>)>>,
     /// `SET 'table.exec.state.ttl'`: how long a regular join keeps records.
     state_ttl: Option<Duration>,
     env: &'a StreamEnv,
@@ -370,6 +375,15 @@ impl Compiler<'_> {
                 }
             }
             LogicalPlan::Projection(p) => {
+                if let LogicalPlan::Filter(f) = p.input.as_ref() {
+                    let used = p
+                        .expr
+                        .iter()
+                        .flat_map(|e| e.column_refs())
+                        .filter_map(|c| f.input.schema().index_of_column(c).ok())
+                        .collect();
+                    *self.rank_used.borrow_mut() = Some((p.input.as_ref() as *const _, used));
+                }
                 let planned = self.plan(&p.input)?;
                 let windows = match &planned {
                     Planned::Windowed(_, w) => Some(*w),
@@ -422,7 +436,7 @@ impl Compiler<'_> {
                 self.join(j, Some(&f.predicate))
             }
             LogicalPlan::Filter(f) => {
-                if let Some(top) = self.top_n(f)? {
+                if let Some(top) = self.top_n(plan, f)? {
                     return Ok(top);
                 }
                 let predicate = self.physical(&f.predicate, f.input.schema())?;
@@ -879,6 +893,7 @@ impl Compiler<'_> {
     /// applied to it, and the filter needs nothing more. `None` if `f` is another filter.
     fn top_n(
         &self,
+        filter: &LogicalPlan,
         f: &datafusion_expr::logical_plan::Filter,
     ) -> Result<Option<Planned>, SqlError> {
         use datafusion_expr::utils::split_conjunction;
@@ -926,6 +941,16 @@ impl Compiler<'_> {
             return Ok(None);
         }
         let rank_column = w.input.schema().fields().len();
+        // Whether the rank is read above the filter (a projection right above it says; else the
+        // filter is the query's result, rank and all). Without it, Flink's Top-N changelog
+        // inserts and deletes rows, with it, it updates ranks: a sink keyed by other columns
+        // than the rank needs the former.
+        let rank = match self.rank_used.borrow().as_ref() {
+            Some((at, used)) if std::ptr::eq(*at, filter) => {
+                used.iter().any(|&c| below(c) == Some(rank_column))
+            }
+            _ => true,
+        };
         // The rank's bound: every conjunct compares the rank with a number.
         let mut limit: Option<usize> = None;
         for conjunct in split_conjunction(&f.predicate) {
@@ -986,15 +1011,9 @@ impl Compiler<'_> {
             Planned::Windowed(_, c) => (Some((c.start, c.end)), None),
             _ => (None, None),
         };
-        let input = match planned {
-            Planned::Changelog(_) => {
-                return Err(err(
-                    "a Top-N of an updating result (a GROUP BY without windows) is not supported \
-                     yet"
-                    .into(),
-                ));
-            }
-            planned => self.planned_stream(planned)?,
+        let (input, updating) = match planned {
+            Planned::Changelog(s) => (s, true),
+            planned => (self.planned_stream(planned)?, false),
         };
         let schema = w.input.schema();
         let column_of = |e: &Expr, what: &str| match unalias(e) {
@@ -1067,6 +1086,52 @@ impl Compiler<'_> {
             }
             return Ok(Some(Planned::Stream(s)));
         }
+        if updating {
+            // The row columns, then the row kind; a constant key (no PARTITION BY) goes after.
+            let width = input.schema().fields().len() - 1;
+            let keyed = if keys.is_empty() {
+                let constant = Expr::Literal(ScalarValue::Int32(Some(0)), None);
+                let mut with_row_kind = schema.as_ref().clone();
+                with_row_kind.merge(
+                    &DFSchema::try_from(Schema::new(vec![Field::new(
+                        OP_COLUMN,
+                        DataType::Int8,
+                        false,
+                    )]))
+                    .map_err(|e| err(e.strip_backtrace()))?,
+                );
+                let (s, names, _) = self.with_keys(&input, &[constant], &with_row_kind, "top")?;
+                s.key_by(&str_refs(&names))
+            } else {
+                input.key_by(&str_refs(&keys))
+            };
+            let ranked = keyed.retract_top_n(
+                TopN {
+                    order,
+                    limit,
+                    rank,
+                    new_wins_ties: false,
+                },
+                width,
+            );
+            let mut fields = stream_schema(&w.schema).fields().to_vec();
+            fields.push(Arc::new(Field::new(OP_COLUMN, DataType::Int8, false)));
+            let named = Arc::new(Schema::new(fields));
+            let target = named.clone();
+            let mut s = ranked.map_batches("rank", named, move |batch| {
+                let mut columns = batch.columns().to_vec();
+                if !rank {
+                    columns.insert(width, unread_rank(batch.num_rows()));
+                }
+                Ok(RecordBatch::try_new(target.clone(), columns)?)
+            });
+            for n in chain.iter().rev() {
+                if let LogicalPlan::Projection(p) = n {
+                    s = self.project_changelog(p, &s)?;
+                }
+            }
+            return Ok(Some(Planned::Changelog(s)));
+        }
         // Without PARTITION BY, one Top-N of everything: keyed by a constant column, appended
         // (after the columns the sort reads) and dropped again.
         let (keyed, keys, extra) = if keys.is_empty() {
@@ -1079,7 +1144,7 @@ impl Compiler<'_> {
         let ranked = keyed.key_by(&str_refs(&keys)).top_n(TopN {
             order,
             limit,
-            rank: true,
+            rank,
             new_wins_ties,
         });
         // To the window node's names, then up the chain.
@@ -1089,6 +1154,9 @@ impl Compiler<'_> {
         let target = named.clone();
         let mut s = ranked.map_batches("rank", named, move |batch| {
             let mut columns = batch.columns()[..width].to_vec();
+            if !rank {
+                columns.push(unread_rank(batch.num_rows()));
+            }
             columns.extend_from_slice(&batch.columns()[width + extra..]);
             Ok(RecordBatch::try_new(target.clone(), columns)?)
         });
@@ -1996,6 +2064,11 @@ impl Compiler<'_> {
 }
 
 /// A string type (whatever its offsets or view).
+/// Nulls standing in for a Top-N's rank that nothing reads.
+fn unread_rank(rows: usize) -> ArrayRef {
+    arrow::array::new_null_array(&DataType::UInt64, rows)
+}
+
 fn is_text(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
