@@ -37,6 +37,7 @@ const QUERIES: &[&str] = &[
     "window-top-bids",
     "window-top-auctions",
     "window-first-bids",
+    "early-bid-windows",
 ];
 const EVENTS: u64 = 60_000;
 /// Events per event-time second: a minute of event time.

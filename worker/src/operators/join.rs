@@ -8,8 +8,9 @@
 //! the row format ([`crate::row`]), and event-time timers decide when buffers are joined or dropped.
 //! A joined record is the left record's fields followed by the right record's (a right field whose
 //! name is taken is renamed with a `right_` prefix, see [`join_schema`]); being the concatenation of
-//! the two encoded rows, it is built without decoding either side. The output has no event-time
-//! attribute: a joined record's time is not one of its columns. Records too late to join are
+//! the two encoded rows, it is built without decoding either side. A window join's output has no
+//! event-time attribute; an interval join's keeps the left record's, and holds its watermark back
+//! by the interval's reach (as Flink's does), so that no joined record is behind it. Records too late to join are
 //! dropped and counted ([`LateCounter`]). Outer joins, allowed lateness and processing-time joins are
 //! not provided here, and neither are joins without a key.
 //!
@@ -33,7 +34,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
-use super::process::{check_key_types, check_output_schema, event_times, same_env, time_of};
+use super::process::{
+    carried_time, check_key_types, check_output_schema, event_times, same_env, time_of,
+};
 use super::window::{TimeWindow, WindowAssigner};
 use crate::checkpoint::state::{RestoredState, StateWriter};
 use crate::error::{Error, Result};
@@ -583,7 +586,11 @@ impl<S: KeyedStateBackend> Operator for IntervalJoinOperator<S> {
         self.joined.emit(&self.spec.output, &self.info, out)
     }
 
-    fn on_watermark(&mut self, watermark: Timestamp, _out: &mut Output) -> Result<()> {
+    fn forwards_watermarks(&self) -> bool {
+        false
+    }
+
+    fn on_watermark(&mut self, watermark: Timestamp, out: &mut Output) -> Result<()> {
         self.watermark = self.watermark.max(watermark);
         if self.watermark == MAX_WATERMARK {
             // The input has ended and nothing can join any more: drop the buffers whole, not key
@@ -591,8 +598,14 @@ impl<S: KeyedStateBackend> Operator for IntervalJoinOperator<S> {
             self.state.list_clear(&self.rows[0])?;
             self.state.list_clear(&self.rows[1])?;
             self.timers.clear(TimeDomain::EventTime);
+            out.emit_watermark(MAX_WATERMARK);
             return Ok(());
         }
+        // A pair found later than now holds a left record at or after `watermark - upper` and a
+        // right one at or after `watermark + lower`: the output's watermark trails by the larger
+        // distance, so that both times stay ahead of it (Flink holds its back the same way).
+        let delay = self.spec.upper.max(self.spec.lower.saturating_neg()).max(0);
+        out.emit_watermark(self.watermark.saturating_sub(delay));
         while let Some(timer) = self.timers.pop_due(TimeDomain::EventTime, self.watermark) {
             let next = [self.clean(&timer.key, 0)?, self.clean(&timer.key, 1)?]
                 .into_iter()
@@ -877,7 +890,8 @@ impl KeyedStream {
     }
 
     /// An interval join with exclusive bounds or a late-record counter, see [`IntervalJoin`]. The
-    /// output is [`join_schema`] of the two inputs, has no event time, and runs at this stream's
+    /// output is [`join_schema`] of the two inputs, keeps this (left) stream's event time (its
+    /// watermark held back by the larger of `upper` and `-lower`), and runs at this stream's
     /// parallelism.
     pub fn interval_join_with(&self, other: &KeyedStream, join: IntervalJoin) -> DataStream {
         let (left, right) = (&self.stream, &other.stream);
@@ -939,13 +953,16 @@ impl KeyedStream {
                 crate::state::Backend::for_subtask(info)?,
             )?) as Box<dyn Operator>)
         });
-        add_join(
+        let mut joined = add_join(
             name,
             (left, &self.key),
             (right, &other.key),
-            schema,
+            schema.clone(),
             factory,
-        )
+        );
+        // The left record's time, which the output's watermark stays behind.
+        joined.time = carried_time(left, &schema);
+        joined
     }
 }
 
@@ -1122,6 +1139,30 @@ mod tests {
         };
         IntervalJoinOperator::new(info(), spec, crate::state::MemoryStateBackend::default())
             .unwrap()
+    }
+
+    #[test]
+    fn interval_join_holds_its_watermark_back_by_the_reach_of_the_interval() {
+        let watermarks = |op: &mut IntervalJoinOperator<_>, w: Timestamp| {
+            let mut out = Output::default();
+            op.on_watermark(w, &mut out).unwrap();
+            assert!(!op.forwards_watermarks());
+            out.drain()
+                .filter_map(|e| match e {
+                    crate::operator::Emitted::Watermark(w) => Some(w),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        // Right records up to 2 s after the left one, or 3 s before it.
+        assert_eq!(watermarks(&mut interval_join(-1000, 2000), 10_000), [8_000]);
+        assert_eq!(watermarks(&mut interval_join(-3000, 2000), 10_000), [7_000]);
+        // Only later right records: the left time is never behind the input's watermark.
+        assert_eq!(watermarks(&mut interval_join(500, 900), 10_000), [9_100]);
+        assert_eq!(
+            watermarks(&mut interval_join(-1000, 2000), MAX_WATERMARK),
+            [MAX_WATERMARK]
+        );
     }
 
     #[test]
