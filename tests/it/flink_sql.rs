@@ -38,6 +38,8 @@ const QUERIES: &[&str] = &[
     "window-top-auctions",
     "window-first-bids",
     "early-bid-windows",
+    "bidder-windows",
+    "bidder-sessions",
 ];
 const EVENTS: u64 = 60_000;
 /// Events per event-time second: a minute of event time.

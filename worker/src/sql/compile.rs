@@ -1763,13 +1763,37 @@ impl Compiler<'_> {
             let Expr::AggregateFunction(AggregateFunction { func, params }) = unalias(e) else {
                 return Err(err(format!("{e} is not an aggregate function")));
             };
-            if params.distinct || params.filter.is_some() || !params.order_by.is_empty() {
+            let name = func.name().to_ascii_lowercase();
+            if !params.order_by.is_empty()
+                || (params.distinct && !matches!(name.as_str(), "count" | "min" | "max"))
+                || (params.filter.is_some() && !matches!(name.as_str(), "count" | "min" | "max"))
+            {
                 return Err(err(format!(
-                    "{e}: DISTINCT, FILTER and ORDER BY in aggregates are not supported yet"
+                    "{e}: ORDER BY in aggregates, and DISTINCT or FILTER but in COUNT, MIN and \
+                     MAX, are not supported in window aggregations yet"
                 )));
             }
-            let arg = params.args.first();
-            let name = func.name().to_ascii_lowercase();
+            // `FILTER (WHERE c)`: the argument where `c` holds, null elsewhere (which the
+            // aggregates skip).
+            let filtered;
+            let arg = match &params.filter {
+                Some(condition) => {
+                    #[expect(deprecated, reason = "COUNT(*) still plans to a wildcard argument")]
+                    let value = match params.args.first() {
+                        None | Some(Expr::Wildcard { .. }) => {
+                            Expr::Literal(ScalarValue::Int64(Some(1)), None)
+                        }
+                        Some(x) => x.clone(),
+                    };
+                    filtered = Expr::Case(datafusion_expr::Case::new(
+                        None,
+                        vec![(condition.clone(), Box::new(value))],
+                        None,
+                    ));
+                    Some(&filtered)
+                }
+                None => params.args.first(),
+            };
             let decimal =
                 arg.is_some_and(|x| matches!(x.get_type(schema), Ok(DataType::Decimal128(..))));
             let mut input_column = |pre: &mut Vec<Expr>, x: Expr| {
@@ -1783,6 +1807,17 @@ impl Compiler<'_> {
                 )));
             }
             let agg = match (name.as_str(), arg) {
+                ("count", Some(x)) if params.distinct => {
+                    // The set of values seen: an accumulator of its own.
+                    pre_exprs.push(x.clone());
+                    unscaled.push(false);
+                    Agg::udf(
+                        Arc::new(CountDistinct {
+                            column: pre_exprs.len() - 1,
+                        }),
+                        &out,
+                    )
+                }
                 ("count", None) => Agg::count(&out),
                 ("count", Some(Expr::Literal(v, _))) if !v.is_null() => Agg::count(&out),
                 #[expect(deprecated, reason = "COUNT(*) still plans to a wildcard argument")]
@@ -2064,6 +2099,54 @@ impl Compiler<'_> {
 }
 
 /// A string type (whatever its offsets or view).
+/// `COUNT(DISTINCT x)` of a window: the distinct non-null values of column `column` seen, kept
+/// sorted; windows merge (sessions, panes) by union.
+struct CountDistinct {
+    column: usize,
+}
+
+impl CountDistinct {
+    fn insert(set: &mut crate::row::Row, value: crate::row::Value) {
+        if value == crate::row::Value::Null {
+            return;
+        }
+        let at = set.partition_point(|v| v.partial_cmp(&value) == Some(std::cmp::Ordering::Less));
+        if set.get(at) != Some(&value) {
+            set.insert(at, value);
+        }
+    }
+}
+
+impl crate::operators::aggregate::AggregateFunction for CountDistinct {
+    fn output_type(&self) -> DataType {
+        DataType::Int64
+    }
+
+    fn create(&self) -> crate::row::Row {
+        Vec::new()
+    }
+
+    fn add(&self, acc: &mut crate::row::Row, input: &crate::row::Row) -> crate::error::Result<()> {
+        let value = input
+            .get(self.column)
+            .cloned()
+            .ok_or_else(|| Error::user("COUNT(DISTINCT): the argument column is missing"))?;
+        Self::insert(acc, value);
+        Ok(())
+    }
+
+    fn merge(&self, acc: &mut crate::row::Row, other: crate::row::Row) -> crate::error::Result<()> {
+        for value in other {
+            Self::insert(acc, value);
+        }
+        Ok(())
+    }
+
+    fn result(&self, acc: &crate::row::Row) -> crate::error::Result<crate::row::Value> {
+        Ok(crate::row::Value::Int(acc.len() as i64))
+    }
+}
+
 /// Nulls standing in for a Top-N's rank that nothing reads.
 fn unread_rank(rows: usize) -> ArrayRef {
     arrow::array::new_null_array(&DataType::UInt64, rows)
