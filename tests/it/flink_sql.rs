@@ -40,6 +40,7 @@ const QUERIES: &[&str] = &[
     "early-bid-windows",
     "bidder-windows",
     "bidder-sessions",
+    "bidder-trends",
 ];
 const EVENTS: u64 = 60_000;
 /// Events per event-time second: a minute of event time.

@@ -718,9 +718,9 @@ impl Compiler<'_> {
                 )));
             };
             let p = &f.params;
-            if p.distinct || p.filter.is_some() {
+            if p.filter.is_some() {
                 return Err(err(format!(
-                    "{e}: DISTINCT and FILTER in OVER aggregates are not supported yet"
+                    "{e}: FILTER in OVER aggregates is not supported (nor by Flink)"
                 )));
             }
             let ordered_by_time = match p.order_by.as_slice() {
@@ -783,7 +783,7 @@ impl Compiler<'_> {
                     )));
                 }
             }
-            let call = self.aggregate_call(e, udf.name(), &p.args, false, None, schema)?;
+            let call = self.aggregate_call(e, udf.name(), &p.args, p.distinct, None, schema)?;
             let input_column = call.arg.map(|x| {
                 pre_exprs.push(x);
                 unscaled.push(call.unscaled);
