@@ -84,6 +84,18 @@ fn produce(bootstrap: &str, topic: &str, messages: &[(i32, String)]) {
 /// Every committed message of `topic` (all partitions, from the start to their current end), as a
 /// `read_committed` consumer sees them.
 fn read_committed(bootstrap: &str, topic: &str, partitions: i32) -> Vec<String> {
+    read_messages(bootstrap, topic, partitions)
+        .into_iter()
+        .map(|(_, value)| value.expect("a message with a value"))
+        .collect()
+}
+
+/// Like [`read_committed`], with each message's key; `None` for no key or no value (a tombstone).
+fn read_messages(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<(Option<String>, Option<String>)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("reader-{}", nonce()))
@@ -112,7 +124,8 @@ fn read_committed(bootstrap: &str, topic: &str, partitions: i32) -> Vec<String> 
             Some(Err(e)) => panic!("reading {topic}: {e}"),
             Some(Ok(m)) => {
                 at_end[m.partition() as usize] = false;
-                values.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+                let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8(b.to_vec()).unwrap());
+                values.push((text(m.key()), text(m.payload())));
             }
         }
     }
@@ -228,6 +241,122 @@ fn a_sql_job_reads_kafka_and_writes_its_window_totals_to_kafka_exactly_once() {
     }
     assert_eq!(actual, expected);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The state an upsert topic's messages leave per key: the last value, unless a tombstone came
+/// after it.
+fn upserted(messages: Vec<(Option<String>, Option<String>)>) -> BTreeMap<String, String> {
+    let mut state = BTreeMap::new();
+    for (key, value) in messages {
+        let key = key.expect("every upsert message has a key");
+        match value {
+            Some(v) => state.insert(key, v),
+            None => state.remove(&key),
+        };
+    }
+    state
+}
+
+#[test]
+fn updating_sql_results_go_to_upsert_kafka_as_keyed_upserts_and_tombstones() {
+    use arrow::array::{AsArray, RecordBatch};
+    use arrow::datatypes::Int64Type;
+    use strom::connectors::nexmark::{NexmarkConfig, bids_batch};
+    let bootstrap = bootstrap();
+    let n = nonce();
+    let (counts, top) = (format!("upsert-counts-{n}"), format!("upsert-top-{n}"));
+    create_topic(&bootstrap, &counts, 2);
+    create_topic(&bootstrap, &top, 1);
+    const EVENTS: usize = 20_000;
+    let sink = |topic: &str| {
+        format!(
+            "'connector' = 'upsert-kafka', 'topic' = '{topic}',
+             'properties.bootstrap.servers' = '{bootstrap}',
+             'key.format' = 'json', 'value.format' = 'json'"
+        )
+    };
+    // Bids per bidder: every count is an update of its key. The five auctions with the highest
+    // total price (the rank not shown): an auction that leaves them is deleted.
+    let script = format!(
+        "CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT)
+         WITH ('connector' = 'nexmark', 'table' = 'bid', 'events.num' = '{EVENTS}',
+               'event.rate' = '1000');
+         CREATE TABLE bid_counts (bidder BIGINT, bids BIGINT, PRIMARY KEY (bidder) NOT ENFORCED)
+         WITH ({});
+         CREATE TABLE top_auctions (auction BIGINT, total BIGINT,
+                                    PRIMARY KEY (auction) NOT ENFORCED)
+         WITH ({});
+         INSERT INTO bid_counts SELECT bidder, COUNT(*) FROM bid GROUP BY bidder;
+         INSERT INTO top_auctions
+         SELECT auction, total FROM (
+             SELECT *, ROW_NUMBER() OVER (ORDER BY total DESC, auction ASC) AS rownum
+             FROM (SELECT auction, SUM(price) AS total FROM bid GROUP BY auction))
+         WHERE rownum <= 5;",
+        sink(&counts),
+        sink(&top)
+    );
+    let script = sql::plan_script(&script).unwrap();
+    let env = StreamEnv::new(
+        "upsert-kafka",
+        EngineConfig {
+            parallelism: 2,
+            ..EngineConfig::default()
+        },
+    );
+    sql::compile::compile(&script, &env).unwrap();
+    env.execute().unwrap();
+
+    // The reference, by brute force over the same generated bids.
+    let cfg = NexmarkConfig {
+        events_per_second: 1000,
+        ..NexmarkConfig::default()
+    };
+    let bids: RecordBatch = bids_batch(&cfg, 0, 1, EVENTS / 50 * 46, None).unwrap();
+    let column = |name: &str| {
+        bids.column(bids.schema().index_of(name).unwrap())
+            .as_primitive::<Int64Type>()
+            .clone()
+    };
+    let (auction, bidder, price) = (column("auction"), column("bidder"), column("price"));
+    let mut per_bidder: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut per_auction: BTreeMap<i64, i64> = BTreeMap::new();
+    for i in 0..bids.num_rows() {
+        *per_bidder.entry(bidder.value(i)).or_default() += 1;
+        *per_auction.entry(auction.value(i)).or_default() += price.value(i);
+    }
+    let expected_counts: BTreeMap<String, String> = per_bidder
+        .iter()
+        .map(|(b, c)| {
+            (
+                format!(r#"{{"bidder":{b}}}"#),
+                format!(r#"{{"bidder":{b},"bids":{c}}}"#),
+            )
+        })
+        .collect();
+    let mut totals: Vec<(i64, i64)> = per_auction.into_iter().collect();
+    totals.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let expected_top: BTreeMap<String, String> = totals[..5]
+        .iter()
+        .map(|(a, t)| {
+            (
+                format!(r#"{{"auction":{a}}}"#),
+                format!(r#"{{"auction":{a},"total":{t}}}"#),
+            )
+        })
+        .collect();
+
+    let count_messages = read_messages(&bootstrap, &counts, 2);
+    assert!(
+        count_messages.len() > expected_counts.len(),
+        "updates were written"
+    );
+    assert_eq!(upserted(count_messages), expected_counts);
+    let top_messages = read_messages(&bootstrap, &top, 1);
+    assert!(
+        top_messages.iter().any(|(_, v)| v.is_none()),
+        "auctions that left the top five were deleted with tombstones"
+    );
+    assert_eq!(upserted(top_messages), expected_top);
 }
 
 #[test]

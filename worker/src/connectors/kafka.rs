@@ -510,15 +510,27 @@ pub enum DeliveryGuarantee {
     ExactlyOnce { transactional_id_prefix: String },
 }
 
-/// A Kafka topic as a sink: one message per record, no key, the value in [`ValueFormat`];
-/// timestamps as epoch milliseconds (the SQL planner turns them into Flink's text first).
+/// A Kafka topic as a sink: one message per record, the value in [`ValueFormat`], and a key of
+/// some of the record's columns if [`KafkaSink::key`] says so; timestamps as epoch milliseconds
+/// (the SQL planner turns them into Flink's text first).
+///
+/// [`KafkaSink::upsert`] makes it Flink's `upsert-kafka` sink: the input is a changelog (its last
+/// column the row kind), an insertion or update writes the row under its key, a deletion writes
+/// the key with no value (a tombstone, which compacted topics drop), and `-U` rows are not
+/// written: the topic's last message per key is the row's state.
 #[derive(Debug, Clone)]
 pub struct KafkaSink {
     topic: String,
     properties: BTreeMap<String, String>,
     format: ValueFormat,
     guarantee: DeliveryGuarantee,
+    /// The key's columns (by name) and their format.
+    key: Option<(Vec<String>, ValueFormat)>,
+    upsert: bool,
 }
+
+/// One message: its key and its value (none: a tombstone).
+type Outgoing = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 impl KafkaSink {
     /// Writes to `topic` on the brokers at `bootstrap`, at least once.
@@ -528,12 +540,26 @@ impl KafkaSink {
             properties: BTreeMap::from([("bootstrap.servers".to_owned(), bootstrap.to_owned())]),
             format,
             guarantee: DeliveryGuarantee::AtLeastOnce,
+            key: None,
+            upsert: false,
         }
     }
 
     /// Sets a librdkafka configuration property.
     pub fn property(mut self, key: &str, value: &str) -> Self {
         self.properties.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Each message's key: the values of `columns`, in `format`.
+    pub fn key(mut self, columns: &[&str], format: ValueFormat) -> Self {
+        self.key = Some((columns.iter().map(|c| (*c).to_owned()).collect(), format));
+        self
+    }
+
+    /// The input is a changelog to be written as upserts and tombstones (see the type's docs).
+    pub fn upsert(mut self) -> Self {
+        self.upsert = true;
         self
     }
 
@@ -555,9 +581,53 @@ impl KafkaSink {
             .map_err(|e| kafka_error(&self.topic, "creating a producer", &e))
     }
 
-    /// Encodes a batch's rows as message values.
-    fn encode(&self, batch: &RecordBatch, out: &mut Vec<Vec<u8>>) -> Result<()> {
-        match self.format {
+    /// Encodes a batch's rows as messages.
+    fn encode(&self, batch: &RecordBatch, out: &mut Vec<Outgoing>) -> Result<()> {
+        let (rows, kinds) = if self.upsert {
+            let last = batch
+                .num_columns()
+                .checked_sub(1)
+                .ok_or_else(|| Error::user("an upsert sink's input has no row kind column"))?;
+            let kinds = batch
+                .column(last)
+                .as_any()
+                .downcast_ref::<arrow::array::Int8Array>()
+                .ok_or_else(|| Error::user("an upsert sink's last column is not the row kind"))?
+                .clone();
+            (batch.project(&(0..last).collect::<Vec<_>>())?, Some(kinds))
+        } else {
+            (batch.clone(), None)
+        };
+        let mut values = Vec::with_capacity(rows.num_rows());
+        Self::encode_values(self.format, &rows, &mut values)?;
+        let mut keys = Vec::new();
+        if let Some((columns, format)) = &self.key {
+            let indices = columns
+                .iter()
+                .map(|c| rows.schema().index_of(c))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Self::encode_values(*format, &rows.project(&indices)?, &mut keys)?;
+        }
+        let mut keys = keys.into_iter();
+        for (row, value) in values.into_iter().enumerate() {
+            let key = keys.next();
+            // Row kinds: 0 +I, 1 -U, 2 +U, 3 -D.
+            match kinds.as_ref().map(|k| k.value(row)) {
+                Some(1) => {}
+                Some(3) => out.push((key, None)),
+                _ => out.push((key, Some(value))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes a batch's rows as message values (or keys).
+    fn encode_values(
+        format: ValueFormat,
+        batch: &RecordBatch,
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<()> {
+        match format {
             ValueFormat::Json => {
                 let mut lines = Vec::new();
                 let mut writer: LineDelimitedWriter<&mut Vec<u8>> = WriterBuilder::new()
@@ -644,7 +714,7 @@ fn lineage_token() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Unit {
     checkpoint: u64,
-    records: Vec<Vec<u8>>,
+    records: Vec<Outgoing>,
 }
 
 /// A subtask's pending units: one list entry, so that a rescale keeps a lineage together.
@@ -662,8 +732,8 @@ struct KafkaWriter {
     sink: Arc<KafkaSink>,
     info: SubtaskInfo,
     producer: Option<BaseProducer<Deliveries>>,
-    /// Exactly-once: values since the last barrier.
-    buffer: Vec<Vec<u8>>,
+    /// Exactly-once: messages since the last barrier.
+    buffer: Vec<Outgoing>,
     /// Exactly-once: units of checkpoints not known to be complete.
     pending: Vec<Unit>,
     lineage: String,
@@ -701,10 +771,16 @@ impl KafkaWriter {
             .ok_or_else(|| self.info.fail("no producer"))
     }
 
-    /// Sends values, waiting for room in librdkafka's queue when it is full.
-    fn send_all(&self, producer: &BaseProducer<Deliveries>, values: &[Vec<u8>]) -> Result<()> {
-        for value in values {
-            let mut record = BaseRecord::<(), [u8]>::to(&self.sink.topic).payload(value.as_slice());
+    /// Sends messages, waiting for room in librdkafka's queue when it is full.
+    fn send_all(&self, producer: &BaseProducer<Deliveries>, messages: &[Outgoing]) -> Result<()> {
+        for (key, value) in messages {
+            let mut record = BaseRecord::<[u8], [u8]>::to(&self.sink.topic);
+            if let Some(key) = key {
+                record = record.key(key.as_slice());
+            }
+            if let Some(value) = value {
+                record = record.payload(value.as_slice());
+            }
             loop {
                 match producer.send(record) {
                     Ok(()) => break,
@@ -937,7 +1013,10 @@ mod tests {
         let mut out = Vec::new();
         sink.encode(&batch(), &mut out).unwrap();
         out.into_iter()
-            .map(|v| String::from_utf8(v).unwrap())
+            .map(|(key, v)| {
+                assert!(key.is_none());
+                String::from_utf8(v.unwrap()).unwrap()
+            })
             .collect()
     }
 
@@ -970,5 +1049,35 @@ mod tests {
             let err = decoder.push("x,y,z").unwrap_err();
             assert!(!err.is_empty());
         }
+    }
+
+    #[test]
+    fn an_upsert_sink_writes_rows_under_their_key_and_deletions_as_tombstones() {
+        use crate::operators::group_aggregate::OP_COLUMN;
+        let b = batch();
+        let mut columns = b.columns().to_vec();
+        // +I, -U, -D.
+        columns.push(Arc::new(arrow::array::Int8Array::from(vec![0, 1, 3])));
+        let mut fields = b.schema().fields().to_vec();
+        fields.push(Arc::new(Field::new(OP_COLUMN, DataType::Int8, false)));
+        let changelog = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        let sink = KafkaSink::new("localhost:9092", "t", ValueFormat::Json)
+            .key(&["id"], ValueFormat::Json)
+            .upsert();
+        let mut out = Vec::new();
+        sink.encode(&changelog, &mut out).unwrap();
+        let text = |b: &Option<Vec<u8>>| b.as_ref().map(|b| String::from_utf8(b.clone()).unwrap());
+        let messages: Vec<(Option<String>, Option<String>)> =
+            out.iter().map(|(k, v)| (text(k), text(v))).collect();
+        assert_eq!(
+            messages,
+            [
+                (
+                    Some(r#"{"id":1}"#.to_owned()),
+                    Some(r#"{"id":1,"text":"a,b"}"#.to_owned())
+                ),
+                (Some(r#"{"id":3}"#.to_owned()), None),
+            ]
+        );
     }
 }

@@ -6,7 +6,8 @@
 //! | `filesystem` | `path` (a file or a directory), `format` = `csv` (no header, `csv.field-delimiter`) or `json` (one object per line) | the same: part files in the directory `path`; timestamps as `yyyy-MM-dd HH:mm:ss.SSS`; `PARTITIONED BY` tables write `<col>=<value>` directories (`sink.partition-commit.policy.kind` = `success-file`: a `_SUCCESS` file each when the input ends) |
 //! | `datagen` | `number-of-rows`, `rows-per-second`, `fields.F.kind` = `random` / `sequence`, `fields.F.min` / `max` / `start` / `end` / `length` | — |
 //! | `nexmark` | Strom's generator as flat tables: `table` = `bid` / `auction` / `person`, `events.num` (events of every kind, as in Flink's Nexmark connector; the table has its share), `event.rate` (events per event-time second), `seed`; the declared columns are picked by name | — |
-//! | `kafka` | `topic`, `properties.bootstrap.servers`, `properties.*` (to librdkafka: `group.id`, `isolation.level`, ...), `format` / `value.format` = `csv` / `json`, `scan.startup.mode` = `group-offsets` (default) / `earliest-offset` / `latest-offset` / `timestamp` (`scan.startup.timestamp-millis`) / `specific-offsets` (`scan.startup.specific-offsets`), `scan.bounded.mode` = `unbounded` / `latest-offset`; offsets kept in checkpoints | the same `topic`, `properties.*` and format; `sink.delivery-guarantee` = `at-least-once` (default) / `none` / `exactly-once` (Kafka transactions, `sink.transactional-id-prefix`); one message per row, no key |
+//! | `kafka` | `topic`, `properties.bootstrap.servers`, `properties.*` (to librdkafka: `group.id`, `isolation.level`, ...), `format` / `value.format` = `csv` / `json`, `scan.startup.mode` = `group-offsets` (default) / `earliest-offset` / `latest-offset` / `timestamp` (`scan.startup.timestamp-millis`) / `specific-offsets` (`scan.startup.specific-offsets`), `scan.bounded.mode` = `unbounded` / `latest-offset`; offsets kept in checkpoints | the same `topic`, `properties.*` and format; `sink.delivery-guarantee` = `at-least-once` (default) / `none` / `exactly-once` (Kafka transactions, `sink.transactional-id-prefix`); one message per row; `key.fields` (`a;b`) with `key.format` give it a key |
+//! | `upsert-kafka` | — | the same options; the PRIMARY KEY is each message's key (`key.format`, `value.format`): inserts and updates are the row, deletions tombstones, `-U` rows are not written; takes updating results |
 //! | `print` | — | every row to stdout |
 //! | `blackhole` | — | drops every row |
 //!
@@ -448,11 +449,11 @@ fn rows_among(kind: EventKind, events: u64) -> u64 {
 pub fn sink(stream: &DataStream, table: &TableDef, changelog: bool) -> Result<(), SqlError> {
     let mut o = Options::new(table);
     let connector = o.required("connector")?;
-    if changelog && !matches!(connector.as_str(), "print" | "blackhole") {
+    if changelog && !matches!(connector.as_str(), "print" | "blackhole" | "upsert-kafka") {
         return Err(o.err(format!(
             "the '{connector}' connector takes only insertions, and the query's result is \
              updated (a GROUP BY without windows emits updates and deletions): write it to \
-             'print' or 'blackhole'"
+             'upsert-kafka', 'print' or 'blackhole'"
         )));
     }
     match connector.as_str() {
@@ -496,10 +497,54 @@ pub fn sink(stream: &DataStream, table: &TableDef, changelog: bool) -> Result<()
         "blackhole" => {
             stream.sink(DiscardSink::new());
         }
-        "kafka" => {
+        "kafka" | "upsert-kafka" => {
+            let upsert = connector == "upsert-kafka";
             let topic = o.required("topic")?;
             let bootstrap = o.required("properties.bootstrap.servers")?;
             let format = kafka_format(&mut o)?;
+            // The key: upsert-kafka's is the primary key; kafka's, `key.fields` if given.
+            let key_fields = if upsert {
+                if table.primary_key.is_empty() {
+                    return Err(
+                        o.err("an 'upsert-kafka' table needs a PRIMARY KEY (its messages' key)")
+                    );
+                }
+                if o.take("key.fields").is_some() {
+                    return Err(o.err(
+                        "'upsert-kafka' keys its messages by the PRIMARY KEY: key.fields is not \
+                         an option of it",
+                    ));
+                }
+                table.primary_key.clone()
+            } else {
+                o.take("key.fields")
+                    .map(|f| f.split(';').map(|c| c.trim().to_owned()).collect())
+                    .unwrap_or_default()
+            };
+            let key_format = match o.take("key.format") {
+                None if key_fields.is_empty() => None,
+                None => return Err(o.err("option 'key.format' is required with a message key")),
+                Some(_) if key_fields.is_empty() => {
+                    return Err(o.err("key.format needs key.fields, the columns of the key"));
+                }
+                Some(f) => Some(match f.as_str() {
+                    "json" => ValueFormat::Json,
+                    "csv" => ValueFormat::Csv { delimiter: b',' },
+                    other => {
+                        return Err(
+                            o.err(format!("key.format '{other}' is not supported (csv, json)"))
+                        );
+                    }
+                }),
+            };
+            if let Some(missing) = key_fields
+                .iter()
+                .find(|k| !table.columns.iter().any(|c| &c.name == *k))
+            {
+                return Err(o.err(format!(
+                    "the key column {missing} is not a column of the table"
+                )));
+            }
             let guarantee = match o.take("sink.delivery-guarantee").as_deref() {
                 None | Some("at-least-once") => DeliveryGuarantee::AtLeastOnce,
                 Some("none") => DeliveryGuarantee::None,
@@ -514,6 +559,13 @@ pub fn sink(stream: &DataStream, table: &TableDef, changelog: bool) -> Result<()
                 }
             };
             let mut sink = KafkaSink::new(&bootstrap, &topic, format).guarantee(guarantee);
+            if let Some(key_format) = key_format {
+                let fields: Vec<&str> = key_fields.iter().map(String::as_str).collect();
+                sink = sink.key(&fields, key_format);
+            }
+            if upsert && changelog {
+                sink = sink.upsert();
+            }
             for (key, value) in o.properties() {
                 sink = sink.property(&key, &value);
             }
@@ -525,7 +577,7 @@ pub fn sink(stream: &DataStream, table: &TableDef, changelog: bool) -> Result<()
         }
         other => {
             return Err(o.err(format!(
-                "connector '{other}' cannot be written (filesystem, kafka, print, blackhole)"
+                "connector '{other}' cannot be written (filesystem, kafka, upsert-kafka, print, blackhole)"
             )));
         }
     }
