@@ -73,21 +73,7 @@ pub struct TopNOperator<S: KeyedStateBackend> {
 impl<S: KeyedStateBackend> TopNOperator<S> {
     /// A subtask of `spec` over input batches of `input`, keeping its rows in `state`.
     pub fn new(info: SubtaskInfo, spec: TopNSpec, input: &Schema, mut state: S) -> Result<Self> {
-        let fields = spec
-            .order
-            .iter()
-            .map(|o| {
-                let t = input.field(o.column).data_type().clone();
-                SortField::new_with_options(
-                    t,
-                    arrow::compute::SortOptions {
-                        descending: o.descending,
-                        nulls_first: o.nulls_first,
-                    },
-                )
-            })
-            .collect();
-        let sorter = RowConverter::new(fields).map_err(|e| info.fail(e))?;
+        let sorter = sorter(&info, &spec.order, input)?;
         Ok(Self {
             tops: state.value_state("top-n"),
             info,
@@ -107,18 +93,45 @@ impl<S: KeyedStateBackend> TopNOperator<S> {
 
     /// Adds `row` at `rank` (from 1) as a change of `kind`.
     fn emit(&mut self, row: &[u8], rank: usize, kind: RowKind) -> Result<()> {
-        self.suffix.clear();
-        if self.spec.rank {
-            row::encode_owned(
-                &Value::UInt(rank as u64),
-                &DataType::UInt64,
-                &mut self.suffix,
-            )?;
-        }
-        row::encode_owned(&Value::Int(kind as i64), &DataType::Int8, &mut self.suffix)?;
-        self.out_rows.push(row, &self.suffix);
-        Ok(())
+        let rank = self.spec.rank.then_some(rank);
+        push_ranked(&mut self.out_rows, &mut self.suffix, row, rank, Some(kind))
     }
+}
+
+/// The converter to sort keys: bytes that compare as rows sort by `order`.
+fn sorter(info: &SubtaskInfo, order: &[SortColumn], input: &Schema) -> Result<RowConverter> {
+    let fields = order
+        .iter()
+        .map(|o| {
+            SortField::new_with_options(
+                input.field(o.column).data_type().clone(),
+                arrow::compute::SortOptions {
+                    descending: o.descending,
+                    nulls_first: o.nulls_first,
+                },
+            )
+        })
+        .collect();
+    RowConverter::new(fields).map_err(|e| info.fail(e))
+}
+
+/// Adds `row` to `out`, followed by its rank (from 1) and its row kind, where given.
+fn push_ranked(
+    out: &mut JoinedRows,
+    suffix: &mut Vec<u8>,
+    row: &[u8],
+    rank: Option<usize>,
+    kind: Option<RowKind>,
+) -> Result<()> {
+    suffix.clear();
+    if let Some(rank) = rank {
+        row::encode_owned(&Value::UInt(rank as u64), &DataType::UInt64, suffix)?;
+    }
+    if let Some(kind) = kind {
+        row::encode_owned(&Value::Int(kind as i64), &DataType::Int8, suffix)?;
+    }
+    out.push(row, suffix);
+    Ok(())
 }
 
 /// What one row did to its key's top rows.
@@ -310,20 +323,7 @@ impl<S: KeyedStateBackend> RetractTopNOperator<S> {
         input: &Schema,
         mut state: S,
     ) -> Result<Self> {
-        let fields = spec
-            .order
-            .iter()
-            .map(|o| {
-                SortField::new_with_options(
-                    input.field(o.column).data_type().clone(),
-                    arrow::compute::SortOptions {
-                        descending: o.descending,
-                        nulls_first: o.nulls_first,
-                    },
-                )
-            })
-            .collect();
-        let sorter = RowConverter::new(fields).map_err(|e| info.fail(e))?;
+        let sorter = sorter(&info, &spec.order, input)?;
         Ok(Self {
             rows: state.value_state("retract-top-n"),
             info,
@@ -337,17 +337,8 @@ impl<S: KeyedStateBackend> RetractTopNOperator<S> {
     }
 
     fn emit(&mut self, row: &[u8], rank: usize, kind: RowKind) -> Result<()> {
-        self.suffix.clear();
-        if self.spec.rank {
-            row::encode_owned(
-                &Value::UInt(rank as u64),
-                &DataType::UInt64,
-                &mut self.suffix,
-            )?;
-        }
-        row::encode_owned(&Value::Int(kind as i64), &DataType::Int8, &mut self.suffix)?;
-        self.out_rows.push(row, &self.suffix);
-        Ok(())
+        let rank = self.spec.rank.then_some(rank);
+        push_ranked(&mut self.out_rows, &mut self.suffix, row, rank, Some(kind))
     }
 }
 
@@ -556,20 +547,7 @@ impl<S: KeyedStateBackend> WindowTopNOperator<S> {
         input: &Schema,
         mut state: S,
     ) -> Result<Self> {
-        let fields = spec
-            .order
-            .iter()
-            .map(|o| {
-                SortField::new_with_options(
-                    input.field(o.column).data_type().clone(),
-                    arrow::compute::SortOptions {
-                        descending: o.descending,
-                        nulls_first: o.nulls_first,
-                    },
-                )
-            })
-            .collect();
-        let sorter = RowConverter::new(fields).map_err(|e| info.fail(e))?;
+        let sorter = sorter(&info, &spec.order, input)?;
         Ok(Self {
             tops: state.value_state("window-top-n"),
             info,
@@ -651,15 +629,8 @@ impl<S: KeyedStateBackend> Operator for WindowTopNOperator<S> {
                 .take(&self.tops, &timer.key, &Namespace::Global)?
                 .unwrap_or_default();
             for (rank, (_, row)) in top.iter().enumerate() {
-                self.suffix.clear();
-                if self.spec.rank {
-                    row::encode_owned(
-                        &Value::UInt(rank as u64 + 1),
-                        &DataType::UInt64,
-                        &mut self.suffix,
-                    )?;
-                }
-                self.out_rows.push(row, &self.suffix);
+                let rank = self.spec.rank.then_some(rank + 1);
+                push_ranked(&mut self.out_rows, &mut self.suffix, row, rank, None)?;
             }
         }
         // Before the runtime forwards the watermark: the rows are not late downstream.
