@@ -154,8 +154,9 @@ struct Compiler<'a> {
     catalog: &'a Catalog,
     /// Aggregations planned so far, for sub-plan reuse.
     planned: RefCell<HashMap<LogicalPlan, Planned>>,
-    /// The columns a projection reads of the filter right below it (by the filter's address):
-    /// whether a Top-N's rank is read at all decides how its changelog is keyed.
+    /// The columns of a node (by its address) that the projections above it read, handed down a
+    /// chain of projections to the filter below them: whether a Top-N's rank is read at all
+    /// decides how its changelog is keyed.
     rank_used: RefCell<Option<(*const LogicalPlan, Vec<usize>)>>,
     /// `SET 'table.exec.state.ttl'`: how long a regular join keeps records.
     state_ttl: Option<Duration>,
@@ -375,14 +376,27 @@ impl Compiler<'_> {
                 }
             }
             LogicalPlan::Projection(p) => {
-                if let LogicalPlan::Filter(f) = p.input.as_ref() {
+                // Which columns of the node below (through aliases, which keep the columns where
+                // they are) are read: by the expressions of this projection that are read
+                // themselves (the node above said, if it is a projection too).
+                let read: Option<Vec<usize>> = match self.rank_used.borrow().as_ref() {
+                    Some((at, used)) if std::ptr::eq(*at, plan) => Some(used.clone()),
+                    _ => None,
+                };
+                let mut below = p.input.as_ref();
+                while let LogicalPlan::SubqueryAlias(a) = below {
+                    below = a.input.as_ref();
+                }
+                if matches!(below, LogicalPlan::Filter(_) | LogicalPlan::Projection(_)) {
                     let used = p
                         .expr
                         .iter()
-                        .flat_map(|e| e.column_refs())
-                        .filter_map(|c| f.input.schema().index_of_column(c).ok())
+                        .enumerate()
+                        .filter(|(i, _)| read.as_ref().is_none_or(|r| r.contains(i)))
+                        .flat_map(|(_, e)| e.column_refs())
+                        .filter_map(|c| p.input.schema().index_of_column(c).ok())
                         .collect();
-                    *self.rank_used.borrow_mut() = Some((p.input.as_ref() as *const _, used));
+                    *self.rank_used.borrow_mut() = Some((below as *const _, used));
                 }
                 let planned = self.plan(&p.input)?;
                 let windows = match &planned {
