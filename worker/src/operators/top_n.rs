@@ -229,6 +229,20 @@ pub struct TopN {
     pub new_wins_ties: bool,
 }
 
+impl TopN {
+    /// What makes this Top-N impossible over rows of `columns` columns, if anything (`outside`
+    /// says how a sort column beyond them is out of place).
+    fn problem(&self, columns: usize, outside: &str) -> Option<String> {
+        if self.limit == 0 {
+            return Some("a Top-N keeps at least one row".into());
+        }
+        self.order
+            .iter()
+            .find(|o| o.column >= columns)
+            .map(|o| format!("sort column {} {outside}", o.column))
+    }
+}
+
 impl KeyedStream {
     /// The first `top.limit` rows of each key by `top.order`, as a changelog (Flink SQL's Top-N
     /// over an insert-only input; see the module docs). The output is this stream's columns, the
@@ -247,17 +261,8 @@ impl KeyedStream {
         }
         fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
         let output: SchemaRef = Arc::new(Schema::new(fields));
-        if top.limit == 0 {
-            stream
-                .env
-                .error(Error::plan(&name, "a Top-N keeps at least one row"));
-            return stream.clone();
-        }
-        if let Some(o) = top.order.iter().find(|o| o.column >= input.fields().len()) {
-            stream.env.error(Error::plan(
-                &name,
-                format!("sort column {} is not in the input", o.column),
-            ));
+        if let Some(problem) = top.problem(input.fields().len(), "is not in the input") {
+            stream.env.error(Error::plan(&name, problem));
             return stream.clone();
         }
         let spec = TopNSpec {
@@ -461,17 +466,8 @@ impl KeyedStream {
             ));
             return stream.clone();
         }
-        if top.limit == 0 {
-            stream
-                .env
-                .error(Error::plan(&name, "a Top-N keeps at least one row"));
-            return stream.clone();
-        }
-        if let Some(o) = top.order.iter().find(|o| o.column >= width) {
-            stream.env.error(Error::plan(
-                &name,
-                format!("sort column {} is not a row column", o.column),
-            ));
+        if let Some(problem) = top.problem(width, "is not a row column") {
+            stream.env.error(Error::plan(&name, problem));
             return stream.clone();
         }
         let mut fields: Vec<Field> = input.fields()[..width]
@@ -670,17 +666,8 @@ impl KeyedStream {
             ));
             return stream.clone();
         };
-        if top.limit == 0 {
-            stream
-                .env
-                .error(Error::plan(&name, "a Top-N keeps at least one row"));
-            return stream.clone();
-        }
-        if let Some(o) = top.order.iter().find(|o| o.column >= input.fields().len()) {
-            stream.env.error(Error::plan(
-                &name,
-                format!("sort column {} is not in the input", o.column),
-            ));
+        if let Some(problem) = top.problem(input.fields().len(), "is not in the input") {
+            stream.env.error(Error::plan(&name, problem));
             return stream.clone();
         }
         let spec = WindowTopNSpec {
