@@ -38,7 +38,7 @@ use datafusion_sql::sqlparser::tokenizer::Location;
 use super::script::{SqlError, TableDef};
 use super::temporal::TemporalTable;
 use super::tvf::{WindowKind, WindowTvf};
-use super::{Catalog, PlannedScript, connectors};
+use super::{Catalog, PlannedScript, connectors, kernels};
 use crate::error::Error;
 use crate::operators::aggregate::Agg;
 use crate::operators::group_aggregate::{GroupAgg, GroupAggKind, OP_COLUMN};
@@ -199,7 +199,7 @@ fn evaluate(
             if array.data_type() == f.data_type() {
                 Ok(array)
             } else {
-                Ok(arrow::compute::cast(&array, f.data_type())?)
+                Ok(kernels::cast(&array, f.data_type())?)
             }
         })
         .collect::<crate::error::Result<Vec<ArrayRef>>>()?;
@@ -218,6 +218,7 @@ impl Compiler<'_> {
 
     fn physical(&self, e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>, SqlError> {
         create_physical_expr(e, schema, &self.props, &PhysicalPlanningContext::default())
+            .and_then(|p| kernels::fuse(p, schema.as_arrow()))
             .map_err(|x| self.err(format!("{e}: {}", x.strip_backtrace())))
     }
 

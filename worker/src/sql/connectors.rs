@@ -647,7 +647,7 @@ pub fn columns_as(columns: Vec<ArrayRef>, schema: &SchemaRef) -> crate::error::R
             if c.data_type() == f.data_type() {
                 Ok(c)
             } else {
-                cast(&c, f.data_type())
+                super::kernels::cast(&c, f.data_type())
             }
         })
         .collect::<Result<Vec<ArrayRef>, _>>()?;

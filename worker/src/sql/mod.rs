@@ -5,6 +5,7 @@
 pub mod compile;
 pub mod connectors;
 mod functions;
+mod kernels;
 pub mod script;
 pub mod temporal;
 pub mod tvf;
