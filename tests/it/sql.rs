@@ -206,6 +206,26 @@ fn a_projection_pushed_into_the_generator_keeps_the_columns_its_filter_reads() {
         "{}",
         text[0]
     );
+    // Nothing downstream reads event time: the filter goes into the generator, which makes
+    // `price` only for the rows it keeps.
+    assert!(
+        text[0].contains(
+            "nexmark(bids where bid.auction % Int64(7) = Int64(0) OR bid.bidder = Int64(1001))"
+        ) && !text[0].contains("-> filter("),
+        "{}",
+        text[0]
+    );
+    // A window downstream reads event time: the filter stays after the watermarks, so that the
+    // rows it drops still advance them.
+    let windowed = "SELECT window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), \
+        INTERVAL '5' SECOND)) WHERE auction % 7 = 0 GROUP BY window_start, window_end";
+    let planned = plan_script(&format!("{}\nEXPLAIN {windowed};", bid_table())).unwrap();
+    let text = compile::explain(&planned, &EngineConfig::default()).unwrap();
+    assert!(
+        text[0].contains("nexmark(bids) ") && !text[0].contains(" where "),
+        "{}",
+        text[0]
+    );
     // Through a join too: each side's scan reads the columns the join, the filter above it
     // and the output read.
     let join = "SELECT A.auction, B.price FROM bid AS A JOIN bid AS B ON A.bidder = B.bidder";

@@ -10,12 +10,14 @@
 
 use std::sync::Arc;
 
+use arrow::array::BooleanArray;
 use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
 use super::SourceBuilder;
 use super::interleaved;
-use super::nexmark::{self, EventKind, NexmarkConfig};
+use super::nexmark::{self, EventKind, NexmarkConfig, RowFilter};
 use crate::error::{Error, Result};
 use crate::plan::SourceFactory;
 
@@ -31,6 +33,8 @@ pub struct NexmarkSource {
     projection: Option<Vec<usize>>,
     schema: SchemaRef,
     rate: Option<u64>,
+    /// The pushed-down filter, and how it reads.
+    filter: Option<(RowFilter, String)>,
 }
 
 impl NexmarkSource {
@@ -43,6 +47,7 @@ impl NexmarkSource {
             projection: None,
             schema: nexmark::schema(kind),
             rate: None,
+            filter: None,
         }
     }
 
@@ -64,8 +69,38 @@ impl NexmarkSource {
     /// Generates only these columns, in this order (projection pushdown: the others are never
     /// computed). Fails on a name that is not a column of the kind's schema.
     pub fn with_projection(mut self, columns: &[&str]) -> Result<Self> {
+        let indices = self.indices(columns)?;
+        self.schema = Arc::new(nexmark::schema(self.kind).project(&indices)?);
+        self.projection = Some(indices);
+        Ok(self)
+    }
+
+    /// Emits only the rows `predicate` holds true for, given a batch of `columns` (in this order):
+    /// the other columns are generated only for those rows (Flink's filter push-down). Event
+    /// time advances by the rows emitted, so a planner pushes a filter only where nothing
+    /// downstream reads the watermark.
+    /// `text` says what the predicate is (the source's name shows it).
+    pub fn with_filter(
+        mut self,
+        columns: &[&str],
+        text: &str,
+        predicate: impl Fn(&RecordBatch) -> Result<BooleanArray> + Send + Sync + 'static,
+    ) -> Result<Self> {
+        let filter = RowFilter {
+            columns: self.indices(columns)?,
+            predicate: Arc::new(move |batch| {
+                predicate(batch)
+                    .map_err(|e| ArrowError::ComputeError(format!("pushed-down filter: {e}")))
+            }),
+        };
+        self.filter = Some((filter, text.to_owned()));
+        Ok(self)
+    }
+
+    /// The indices of `columns` in the kind's schema.
+    fn indices(&self, columns: &[&str]) -> Result<Vec<usize>> {
         let full = nexmark::schema(self.kind);
-        let indices = columns
+        columns
             .iter()
             .map(|c| {
                 full.index_of(c).map_err(|_| {
@@ -83,10 +118,7 @@ impl NexmarkSource {
                     )
                 })
             })
-            .collect::<Result<Vec<_>>>()?;
-        self.schema = Arc::new(full.project(&indices)?);
-        self.projection = Some(indices);
-        Ok(self)
+            .collect::<Result<Vec<_>>>()
     }
 
     /// Emits at most `events_per_sec` events per second of wall-clock time in total, shared equally
@@ -107,7 +139,10 @@ fn kind_name(kind: EventKind) -> &'static str {
 
 impl SourceBuilder for NexmarkSource {
     fn name(&self) -> String {
-        format!("nexmark({})", kind_name(self.kind))
+        match &self.filter {
+            None => format!("nexmark({})", kind_name(self.kind)),
+            Some((_, text)) => format!("nexmark({} where {text})", kind_name(self.kind)),
+        }
     }
 
     fn schema(&self) -> SchemaRef {
@@ -129,14 +164,13 @@ impl SourceBuilder for NexmarkSource {
 
 impl interleaved::IndexedBatches for NexmarkSource {
     fn batch(&self, start: u64, step: u64, len: usize) -> Result<RecordBatch> {
-        nexmark::batch(
-            self.kind,
-            &self.cfg,
-            start,
-            step,
-            len,
-            self.projection.as_deref(),
-        )
+        let projection = self.projection.as_deref();
+        match &self.filter {
+            None => nexmark::batch(self.kind, &self.cfg, start, step, len, projection),
+            Some((filter, _)) => {
+                nexmark::batch_where(self.kind, &self.cfg, (start, step, len), projection, filter)
+            }
+        }
         .map_err(Into::into)
     }
 }

@@ -27,14 +27,18 @@ use std::time::Duration;
 
 use arrow::array::{ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMillisecondType};
+use datafusion_common::tree_node::{Transformed, TreeNode};
 use datafusion_common::{DFSchema, ScalarValue};
 use datafusion_expr::execution_props::ExecutionProps;
 use datafusion_expr::expr::AggregateFunction;
 use datafusion_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion_expr::{Expr, ExprSchemable, LogicalPlan};
+use datafusion_physical_expr::expressions::Column as PhysicalColumn;
+use datafusion_physical_expr::utils::collect_columns;
 use datafusion_physical_expr::{PhysicalExpr, create_physical_expr};
 use datafusion_sql::sqlparser::tokenizer::Location;
 
+use super::connectors::SourceFilter;
 use super::script::{SqlError, TableDef};
 use super::temporal::TemporalTable;
 use super::tvf::{WindowKind, WindowTvf};
@@ -58,6 +62,7 @@ pub fn compile(script: &PlannedScript, env: &StreamEnv) -> Result<(), SqlError> 
             planned: RefCell::default(),
             rank_used: RefCell::default(),
             state_ttl: state_ttl(script)?,
+            filters_into_sources: reads_no_event_time(&p.plan, &script.catalog),
             env,
             props: ExecutionProps::new(),
             at: p.at,
@@ -102,6 +107,7 @@ pub fn explain(script: &PlannedScript, config: &EngineConfig) -> Result<Vec<Stri
                 planned: RefCell::default(),
                 rank_used: RefCell::default(),
                 state_ttl: state_ttl(script)?,
+                filters_into_sources: reads_no_event_time(&p.plan, &script.catalog),
                 env: &env,
                 props: ExecutionProps::new(),
                 at: p.at,
@@ -160,9 +166,32 @@ struct Compiler<'a> {
     rank_used: RefCell<Option<(*const LogicalPlan, Vec<usize>)>>,
     /// `SET 'table.exec.state.ttl'`: how long a regular join keeps records.
     state_ttl: Option<Duration>,
+    /// Whether filters may go into sources: the pipeline keeps no state and reads no event time
+    /// ([`reads_no_event_time`]).
+    filters_into_sources: bool,
     env: &'a StreamEnv,
     props: ExecutionProps,
     at: Location,
+}
+
+/// Whether `plan` is projections and filters over scans of tables (not views, windowing TVFs or
+/// versioned tables): nothing in it keeps state or reads event time, so no result depends on the
+/// watermark.
+fn reads_no_event_time(plan: &LogicalPlan, catalog: &Catalog) -> bool {
+    match plan {
+        LogicalPlan::Projection(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) => plan
+            .inputs()
+            .iter()
+            .all(|p| reads_no_event_time(p, catalog)),
+        LogicalPlan::TableScan(scan) => {
+            let name = scan.table_name.table();
+            catalog.table(name).is_some()
+                && catalog.view(name).is_none()
+                && catalog.window(name).is_none()
+                && catalog.temporal(name).is_none()
+        }
+        _ => false,
+    }
 }
 
 /// Unique column names for a schema of a plan node (qualifiers dropped; a repeated name gets
@@ -339,7 +368,7 @@ impl Compiler<'_> {
                 if let (Some(columns), Some(table)) =
                     (&scan.projection, self.catalog.projectable(name))
                 {
-                    return Ok(Planned::Stream(self.projected_table(table, columns)?));
+                    return Ok(Planned::Stream(self.projected_table(table, columns, None)?));
                 }
                 if let Some(t) = self.catalog.temporal(name) {
                     return Err(SqlError::at(
@@ -453,6 +482,9 @@ impl Compiler<'_> {
             LogicalPlan::Filter(f) => {
                 if let Some(top) = self.top_n(plan, f)? {
                     return Ok(top);
+                }
+                if let Some(s) = self.filter_into_source(f)? {
+                    return Ok(Planned::Stream(s));
                 }
                 let predicate = self.physical(&f.predicate, f.input.schema())?;
                 let name = format!("{}", f.predicate);
@@ -1581,13 +1613,18 @@ impl Compiler<'_> {
             .catalog
             .table(name)
             .ok_or_else(|| self.err(format!("no table or view named {name}")))?;
-        self.table(table)
+        self.table(table, None)
     }
 
     /// A scan of `columns` (indices into the table's columns) with the projection pushed into
     /// the connector (Flink's projection push-down): the source generates only those columns and
     /// the watermark's.
-    fn projected_table(&self, table: &TableDef, columns: &[usize]) -> Result<DataStream, SqlError> {
+    fn projected_table(
+        &self,
+        table: &TableDef,
+        columns: &[usize],
+        filter: Option<&SourceFilter>,
+    ) -> Result<DataStream, SqlError> {
         let names: Vec<&str> = columns
             .iter()
             .filter_map(|&i| table.columns.get(i).map(|c| c.name.as_str()))
@@ -1597,7 +1634,7 @@ impl Compiler<'_> {
         narrowed
             .columns
             .retain(|c| names.contains(&c.name.as_str()) || watermark == Some(c.name.as_str()));
-        let s = self.table(&narrowed)?;
+        let s = self.table(&narrowed, filter)?;
         let generated: Vec<&str> = narrowed.columns.iter().map(|c| c.name.as_str()).collect();
         Ok(if generated == names {
             s
@@ -1606,7 +1643,78 @@ impl Compiler<'_> {
         })
     }
 
-    fn table(&self, table: &TableDef) -> Result<DataStream, SqlError> {
+    /// A WHERE directly over a projected scan of a table whose connector generates its rows
+    /// (`nexmark`), evaluated in the source: the columns the predicate reads are generated for
+    /// every row, the others only for the rows kept (Flink's filter push-down). Only in a
+    /// pipeline where no operator reads event time ([`Compiler::filters_into_sources`]): the
+    /// source's watermark then advances by the rows kept alone, which changes no result there.
+    fn filter_into_source(
+        &self,
+        f: &datafusion_expr::logical_plan::Filter,
+    ) -> Result<Option<DataStream>, SqlError> {
+        let mut input = f.input.as_ref();
+        while let LogicalPlan::SubqueryAlias(a) = input {
+            input = a.input.as_ref();
+        }
+        let LogicalPlan::TableScan(scan) = input else {
+            return Ok(None);
+        };
+        let (Some(columns), Some(table)) = (
+            &scan.projection,
+            self.catalog.projectable(scan.table_name.table()),
+        ) else {
+            return Ok(None);
+        };
+        if !self.filters_into_sources {
+            return Ok(None);
+        }
+        // The predicate over a batch of just the columns it reads, in the scan's order.
+        let predicate = self.physical(&f.predicate, f.input.schema())?;
+        let mut read: Vec<usize> = collect_columns(&predicate)
+            .iter()
+            .map(|c| c.index())
+            .collect();
+        read.sort_unstable();
+        read.dedup();
+        let predicate = predicate
+            .transform(|e| {
+                Ok(match e.downcast_ref::<PhysicalColumn>() {
+                    Some(c) => {
+                        let at = read.iter().position(|&i| i == c.index()).unwrap_or(0);
+                        Transformed::yes(
+                            Arc::new(PhysicalColumn::new(c.name(), at)) as Arc<dyn PhysicalExpr>
+                        )
+                    }
+                    None => Transformed::no(e),
+                })
+            })
+            .map_err(|e| self.err(e.strip_backtrace()))?
+            .data;
+        let names = read
+            .iter()
+            .map(|&i| {
+                columns
+                    .get(i)
+                    .and_then(|&c| table.columns.get(c))
+                    .map(|c| c.name.clone())
+                    .ok_or_else(|| self.err("a filter reads a column its scan lacks"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let filter = SourceFilter {
+            columns: names,
+            predicate,
+            text: f.predicate.to_string(),
+        };
+        self.projected_table(table, columns, Some(&filter))
+            .map(Some)
+    }
+
+    /// A table's stream; with `filter`, of the rows it keeps (see [`Compiler::filter_into_source`]).
+    fn table(
+        &self,
+        table: &TableDef,
+        filter: Option<&SourceFilter>,
+    ) -> Result<DataStream, SqlError> {
         let watermark = match &table.watermark {
             Some((column, expr)) => Some(WatermarkStrategy::bounded_out_of_orderness(
                 column.clone(),
@@ -1621,7 +1729,7 @@ impl Compiler<'_> {
         let push_down = watermark
             .clone()
             .filter(|w| table.computed.iter().all(|(name, _)| *name != w.column));
-        let (mut s, pushed) = connectors::source(self.env, table, push_down)?;
+        let (mut s, pushed) = connectors::source(self.env, table, push_down, filter)?;
         if !table.computed.is_empty() {
             // `SELECT <physical columns>, <computed expressions> FROM t`, planned by DataFusion over
             // the physical columns and evaluated here.

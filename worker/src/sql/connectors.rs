@@ -19,6 +19,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
+use datafusion_physical_expr::PhysicalExpr;
 
 use crate::connectors::datagen::{DatagenSource, FieldGen};
 use crate::connectors::file::{FileSink, FileSource};
@@ -128,14 +129,35 @@ pub fn projects_by_name(table: &TableDef) -> bool {
     table.options.get("connector").map(String::as_str) == Some("nexmark")
 }
 
+/// A WHERE predicate pushed into a table's connector (Flink's filter push-down; the `nexmark`
+/// connector takes one): the table's columns it reads, and the predicate over a batch of those
+/// columns, in this order.
+pub struct SourceFilter {
+    pub columns: Vec<String>,
+    pub predicate: Arc<dyn PhysicalExpr>,
+    /// The predicate as written in the plan.
+    pub text: String,
+}
+
 /// A stream of the table's physical columns, from its connector, and whether it took `watermark`
 /// (a connector with splits generates watermarks per split; the others leave it to the caller).
+/// With `filter`, only the rows it keeps (for a connector that [`projects_by_name`]).
 pub fn source(
     env: &StreamEnv,
     table: &TableDef,
     watermark: Option<WatermarkStrategy>,
+    filter: Option<&SourceFilter>,
 ) -> Result<(DataStream, bool), SqlError> {
     let mut pushed = false;
+    if filter.is_some() && !projects_by_name(table) {
+        return Err(SqlError::at(
+            table.at,
+            format!(
+                "table {}: its connector takes no pushed-down filter",
+                table.name
+            ),
+        ));
+    }
     let mut o = Options::new(table);
     let connector = o.required("connector")?;
     let schema = physical_schema(table);
@@ -293,9 +315,24 @@ pub fn source(
                 .number::<u64>("events.num")?
                 .map(|events| rows_among(kind, events));
             let columns: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
-            let source = NexmarkSource::new(kind, config, rows)
+            let mut source = NexmarkSource::new(kind, config, rows)
                 .with_projection(&columns)
                 .map_err(plan_err)?;
+            if let Some(f) = filter {
+                let predicate = f.predicate.clone();
+                let columns: Vec<&str> = f.columns.iter().map(String::as_str).collect();
+                source = source
+                    .with_filter(&columns, &f.text, move |batch| {
+                        let v = predicate
+                            .evaluate(batch)
+                            .and_then(|v| v.into_array(batch.num_rows()))
+                            .map_err(|e| Error::user(e.strip_backtrace()))?;
+                        v.as_boolean_opt()
+                            .cloned()
+                            .ok_or_else(|| Error::user("a filter gave no booleans"))
+                    })
+                    .map_err(plan_err)?;
+            }
             let generated = crate::connectors::SourceBuilder::schema(&source);
             for (want, got) in schema.fields().iter().zip(generated.fields()) {
                 if want.data_type() != got.data_type() {

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMillisecondArray};
+use arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray, TimestampMillisecondArray};
 use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow::error::ArrowError;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -16,7 +16,7 @@ use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use super::fields::{self, AUCTION_EXTRA_SLOT, BID_EXTRA_SLOT, PERSON_EXTRA_SLOT};
 use super::rng::EventRng;
 use super::tables;
-use super::{EventKind, NexmarkConfig, auction_schema, bid_schema, event_number, person_schema};
+use super::{EventKind, NexmarkConfig, event_number};
 
 /// Event numbers and random streams of the rows of a batch.
 struct Rows {
@@ -135,6 +135,121 @@ fn assemble(
     )
 }
 
+/// Generates columns of one kind's rows: `column(i)` is column `i` of the kind's schema.
+struct Columns<'a> {
+    cfg: &'a NexmarkConfig,
+    kind: EventKind,
+    rows: Rows,
+    clock: fields::EventClock,
+}
+
+impl<'a> Columns<'a> {
+    fn new(cfg: &'a NexmarkConfig, kind: EventKind, rows: Rows) -> Self {
+        Self {
+            cfg,
+            kind,
+            rows,
+            clock: fields::EventClock::new(cfg),
+        }
+    }
+
+    fn schema(&self) -> arrow::datatypes::SchemaRef {
+        super::schema(self.kind)
+    }
+
+    fn column(&self, i: usize) -> Result<ArrayRef, ArrowError> {
+        match self.kind {
+            EventKind::Person => self.person(i),
+            EventKind::Auction => self.auction(i),
+            EventKind::Bid => self.bid(i),
+        }
+    }
+
+    fn person(&self, i: usize) -> Result<ArrayRef, ArrowError> {
+        let (rows, cfg, clock) = (&self.rows, self.cfg, self.clock);
+        match i {
+            0 => Ok(rows.i64_col(|n, _| fields::person_id(n))),
+            1 => rows.utf8_col(14, |_, r, out| fields::person_name(r, out)),
+            2 => rows.utf8_col(16, |_, r, out| fields::person_email(r, out)),
+            3 => rows.utf8_col(19, |_, r, out| fields::person_credit_card(r, out)),
+            4 => rows.table_col(8, |_, r| fields::person_city(r)),
+            5 => rows.table_col(2, |_, r| fields::person_state(r)),
+            6 => Ok(rows.ts_col(|n, _| clock.at(n))),
+            7 => rows.extra_col(cfg, PERSON_EXTRA_SLOT),
+            _ => Err(bad_column(EventKind::Person, i)),
+        }
+    }
+
+    fn auction(&self, i: usize) -> Result<ArrayRef, ArrowError> {
+        let (rows, cfg, clock) = (&self.rows, self.cfg, self.clock);
+        match i {
+            0 => Ok(rows.i64_col(|n, _| fields::auction_id(n))),
+            1 => rows.utf8_col(12, |_, r, out| fields::auction_item_name(r, out)),
+            2 => rows.utf8_col(60, |_, r, out| fields::auction_description(r, out)),
+            3 => Ok(rows.i64_col(|_, r| fields::auction_initial_bid(r))),
+            4 => Ok(rows.i64_col(|_, r| fields::auction_reserve(r))),
+            5 => Ok(rows.ts_col(|n, _| clock.at(n))),
+            6 => Ok(rows.ts_col(|n, r| fields::auction_expires(cfg, clock, n, r))),
+            7 => Ok(rows.i64_col(|n, r| fields::auction_seller(cfg, n, r))),
+            8 => Ok(rows.i64_col(|_, r| fields::auction_category(r))),
+            9 => rows.extra_col(cfg, AUCTION_EXTRA_SLOT),
+            _ => Err(bad_column(EventKind::Auction, i)),
+        }
+    }
+
+    fn bid(&self, i: usize) -> Result<ArrayRef, ArrowError> {
+        let (rows, cfg, clock) = (&self.rows, self.cfg, self.clock);
+        let table = tables::channels();
+        let name = |r: EventRng| -> &'static str {
+            table
+                .names
+                .get(fields::bid_channel_index(r))
+                .map_or("", String::as_str)
+        };
+        let url = |r: EventRng| -> &'static str {
+            table
+                .urls
+                .get(fields::bid_channel_index(r))
+                .map_or("", String::as_str)
+        };
+        match i {
+            0 => Ok(rows.i64_col(|n, r| fields::bid_auction(cfg, n, r))),
+            1 => Ok(rows.i64_col(|n, r| fields::bid_bidder(cfg, n, r))),
+            2 => Ok(rows.i64_col(|_, r| fields::bid_price(r))),
+            3 => rows.table_col(8, |_, r| name(r)),
+            4 => rows.table_col(64, |_, r| url(r)),
+            5 => Ok(rows.ts_col(|n, _| clock.at(n))),
+            6 => rows.extra_col(cfg, BID_EXTRA_SLOT),
+            _ => Err(bad_column(EventKind::Bid, i)),
+        }
+    }
+
+    /// The rows' batch of the `projection` columns (every column if `None`).
+    fn batch(&self, projection: Option<&[usize]>) -> Result<RecordBatch, ArrowError> {
+        assemble(&self.schema(), self.rows.ns.len(), projection, |i| {
+            self.column(i)
+        })
+    }
+}
+
+/// A predicate a source applies to its rows before it generates the rest of their columns
+/// (Flink's filter push-down): `predicate` maps a batch of the `columns` (indices into the
+/// kind's schema, in this order) to whether each row stays.
+#[derive(Clone)]
+pub struct RowFilter {
+    pub columns: Vec<usize>,
+    #[allow(clippy::type_complexity)]
+    pub predicate: Arc<dyn Fn(&RecordBatch) -> Result<BooleanArray, ArrowError> + Send + Sync>,
+}
+
+impl std::fmt::Debug for RowFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowFilter")
+            .field("columns", &self.columns)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Persons `k = start + i * step` for `i` in `0..len`; `projection` selects columns of
 /// [`person_schema`](super::person_schema) by index (the batch has the projected schema).
 pub fn persons_batch(
@@ -144,19 +259,7 @@ pub fn persons_batch(
     len: usize,
     projection: Option<&[usize]>,
 ) -> Result<RecordBatch, ArrowError> {
-    let rows = Rows::new(cfg, EventKind::Person, start, step, len);
-    let clock = fields::EventClock::new(cfg);
-    assemble(&person_schema(), len, projection, |i| match i {
-        0 => Ok(rows.i64_col(|n, _| fields::person_id(n))),
-        1 => rows.utf8_col(14, |_, r, out| fields::person_name(r, out)),
-        2 => rows.utf8_col(16, |_, r, out| fields::person_email(r, out)),
-        3 => rows.utf8_col(19, |_, r, out| fields::person_credit_card(r, out)),
-        4 => rows.table_col(8, |_, r| fields::person_city(r)),
-        5 => rows.table_col(2, |_, r| fields::person_state(r)),
-        6 => Ok(rows.ts_col(|n, _| clock.at(n))),
-        7 => rows.extra_col(cfg, PERSON_EXTRA_SLOT),
-        _ => Err(bad_column(EventKind::Person, i)),
-    })
+    batch(EventKind::Person, cfg, start, step, len, projection)
 }
 
 /// Auctions `k = start + i * step` for `i` in `0..len`; `projection` selects columns of
@@ -168,21 +271,7 @@ pub fn auctions_batch(
     len: usize,
     projection: Option<&[usize]>,
 ) -> Result<RecordBatch, ArrowError> {
-    let rows = Rows::new(cfg, EventKind::Auction, start, step, len);
-    let clock = fields::EventClock::new(cfg);
-    assemble(&auction_schema(), len, projection, |i| match i {
-        0 => Ok(rows.i64_col(|n, _| fields::auction_id(n))),
-        1 => rows.utf8_col(12, |_, r, out| fields::auction_item_name(r, out)),
-        2 => rows.utf8_col(60, |_, r, out| fields::auction_description(r, out)),
-        3 => Ok(rows.i64_col(|_, r| fields::auction_initial_bid(r))),
-        4 => Ok(rows.i64_col(|_, r| fields::auction_reserve(r))),
-        5 => Ok(rows.ts_col(|n, _| clock.at(n))),
-        6 => Ok(rows.ts_col(|n, r| fields::auction_expires(cfg, clock, n, r))),
-        7 => Ok(rows.i64_col(|n, r| fields::auction_seller(cfg, n, r))),
-        8 => Ok(rows.i64_col(|_, r| fields::auction_category(r))),
-        9 => rows.extra_col(cfg, AUCTION_EXTRA_SLOT),
-        _ => Err(bad_column(EventKind::Auction, i)),
-    })
+    batch(EventKind::Auction, cfg, start, step, len, projection)
 }
 
 /// Bids `k = start + i * step` for `i` in `0..len`; `projection` selects columns of
@@ -194,31 +283,7 @@ pub fn bids_batch(
     len: usize,
     projection: Option<&[usize]>,
 ) -> Result<RecordBatch, ArrowError> {
-    let rows = Rows::new(cfg, EventKind::Bid, start, step, len);
-    let clock = fields::EventClock::new(cfg);
-    let table = tables::channels();
-    let name = |r: EventRng| -> &'static str {
-        table
-            .names
-            .get(fields::bid_channel_index(r))
-            .map_or("", String::as_str)
-    };
-    let url = |r: EventRng| -> &'static str {
-        table
-            .urls
-            .get(fields::bid_channel_index(r))
-            .map_or("", String::as_str)
-    };
-    assemble(&bid_schema(), len, projection, |i| match i {
-        0 => Ok(rows.i64_col(|n, r| fields::bid_auction(cfg, n, r))),
-        1 => Ok(rows.i64_col(|n, r| fields::bid_bidder(cfg, n, r))),
-        2 => Ok(rows.i64_col(|_, r| fields::bid_price(r))),
-        3 => rows.table_col(8, |_, r| name(r)),
-        4 => rows.table_col(64, |_, r| url(r)),
-        5 => Ok(rows.ts_col(|n, _| clock.at(n))),
-        6 => rows.extra_col(cfg, BID_EXTRA_SLOT),
-        _ => Err(bad_column(EventKind::Bid, i)),
-    })
+    batch(EventKind::Bid, cfg, start, step, len, projection)
 }
 
 /// [`persons_batch`], [`auctions_batch`] or [`bids_batch`] by kind.
@@ -230,9 +295,50 @@ pub fn batch(
     len: usize,
     projection: Option<&[usize]>,
 ) -> Result<RecordBatch, ArrowError> {
-    match kind {
-        EventKind::Person => persons_batch(cfg, start, step, len, projection),
-        EventKind::Auction => auctions_batch(cfg, start, step, len, projection),
-        EventKind::Bid => bids_batch(cfg, start, step, len, projection),
+    Columns::new(cfg, kind, Rows::new(cfg, kind, start, step, len)).batch(projection)
+}
+
+/// [`batch`] of the rows `filter` keeps: its columns are generated for every row, the others only
+/// for the rows kept, and the batch equals [`batch`]'s filtered by the predicate.
+pub fn batch_where(
+    kind: EventKind,
+    cfg: &NexmarkConfig,
+    (start, step, len): (u64, u64, usize),
+    projection: Option<&[usize]>,
+    filter: &RowFilter,
+) -> Result<RecordBatch, ArrowError> {
+    let all = Columns::new(cfg, kind, Rows::new(cfg, kind, start, step, len));
+    let tested = all.batch(Some(&filter.columns))?;
+    let keep = (filter.predicate)(&tested)?;
+    if keep.len() != len {
+        return Err(ArrowError::ComputeError(format!(
+            "nexmark: a pushed-down filter gave {} results for {len} rows",
+            keep.len()
+        )));
     }
+    let kept_rows = Rows {
+        ns: filtered(&all.rows.ns, &keep),
+        rngs: filtered(&all.rows.rngs, &keep),
+    };
+    let kept = Columns::new(cfg, kind, kept_rows);
+    let tested = arrow::compute::filter_record_batch(&tested, &keep)?;
+    assemble(
+        &all.schema(),
+        kept.rows.ns.len(),
+        projection,
+        |i| match filter.columns.iter().position(|&c| c == i) {
+            Some(at) => Ok(tested.column(at).clone()),
+            None => kept.column(i),
+        },
+    )
+}
+
+/// The elements of `values` whose row `keep` holds true (a null is false, as in SQL's WHERE).
+fn filtered<T: Copy>(values: &[T], keep: &BooleanArray) -> Vec<T> {
+    values
+        .iter()
+        .zip(keep.iter())
+        .filter(|(_, k)| *k == Some(true))
+        .map(|(v, _)| *v)
+        .collect()
 }

@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-pub use batch::{auctions_batch, batch, bids_batch, persons_batch};
+pub use batch::{RowFilter, auctions_batch, batch, batch_where, bids_batch, persons_batch};
 
 use fields::{
     AUCTION_EXTRA_SLOT, AUCTION_PROPORTION, BID_EXTRA_SLOT, BID_PROPORTION, PERSON_EXTRA_SLOT,

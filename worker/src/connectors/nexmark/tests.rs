@@ -302,6 +302,47 @@ fn projections_select_columns_in_the_given_order() {
 }
 
 #[test]
+fn a_filtered_batch_equals_the_full_batch_filtered() {
+    let c = cfg();
+    // Keeps rows whose first filter column is a multiple of 3: over persons' ids, auctions'
+    // sellers, bids' prices (with a null for every fifth row, which drops it as SQL's WHERE does).
+    for (kind, column) in [
+        (EventKind::Person, 0),
+        (EventKind::Auction, 7),
+        (EventKind::Bid, 2),
+    ] {
+        let filter = RowFilter {
+            columns: vec![column, 0],
+            predicate: std::sync::Arc::new(|b: &RecordBatch| {
+                let v = b.column(0).as_primitive::<Int64Type>();
+                Ok((0..b.num_rows())
+                    .map(|i| (i % 5 != 0).then_some(v.value(i) % 3 == 0))
+                    .collect())
+            }),
+        };
+        let full = batch(kind, &c, 3, 2, 400, None).unwrap();
+        let tested = full.project(&[column, 0]).unwrap();
+        let keep = (filter.predicate)(&tested).unwrap();
+        let expected = arrow::compute::filter_record_batch(&full, &keep).unwrap();
+        assert!(
+            expected.num_rows() > 50 && expected.num_rows() < 350,
+            "{kind:?} keeps {}",
+            expected.num_rows()
+        );
+        let width = schema(kind).fields().len();
+        let every: Vec<usize> = (0..width).rev().collect();
+        for projection in [None, Some(&every[..]), Some(&[width - 1][..])] {
+            let got = batch_where(kind, &c, (3, 2, 400), projection, &filter).unwrap();
+            let want = match projection {
+                None => expected.clone(),
+                Some(p) => expected.project(p).unwrap(),
+            };
+            assert_eq!(got, want, "{kind:?} {projection:?}");
+        }
+    }
+}
+
+#[test]
 fn deterministic_per_seed_and_different_across_seeds() {
     let a = cfg();
     let b = NexmarkConfig { seed: 8, ..cfg() };
