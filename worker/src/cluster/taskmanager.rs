@@ -273,7 +273,7 @@ impl TaskManager {
                     records_in: m.records_in.load(Ordering::Relaxed),
                     records_out: m.records_out.load(Ordering::Relaxed),
                     watermark: m.watermark.load(Ordering::Relaxed),
-                    backpressured_ns: m.backpressured_ns.load(Ordering::Relaxed),
+                    backpressured_ns: m.backpressured_ns(),
                     state_bytes: 0,
                 });
             }
@@ -872,10 +872,7 @@ impl Source for TaskManager {
                 ];
                 records_in.push(&labels, m.records_in.load(Ordering::Relaxed) as f64);
                 records_out.push(&labels, m.records_out.load(Ordering::Relaxed) as f64);
-                backpressured.push(
-                    &labels,
-                    m.backpressured_ns.load(Ordering::Relaxed) as f64 / 1e9,
-                );
+                backpressured.push(&labels, m.backpressured_ns() as f64 / 1e9);
                 let w = m.watermark.load(Ordering::Relaxed);
                 if w > crate::time::MIN_WATERMARK && w < crate::time::MAX_WATERMARK {
                     watermark.push(&labels, w as f64);

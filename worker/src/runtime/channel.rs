@@ -6,11 +6,15 @@
 //! input travel in order on the same channel. Partitioning is the business of [`EdgeWriter`]; operators
 //! never see it.
 
+use std::sync::Arc;
+
 use arrow::array::UInt32Array;
 use arrow::compute::take_record_batch;
 use arrow::record_batch::RecordBatch;
+
 use crossbeam_channel::Sender;
 
+use super::metrics::SubtaskMetrics;
 use crate::error::{Error, Result};
 use crate::keys::{KeyRows, KeySpec, key_group, subtask_for_key_group};
 use crate::plan::Partitioning;
@@ -48,8 +52,8 @@ pub(crate) struct EdgeWriter {
     senders: Vec<Sender<Message>>,
     route: Route,
     pub(crate) records_out: u64,
-    /// Nanoseconds spent waiting for room in full channels (backpressure).
-    pub(crate) blocked_ns: u64,
+    /// Where waits for room in full channels (backpressure) are counted.
+    metrics: Arc<SubtaskMetrics>,
 }
 
 enum Route {
@@ -72,6 +76,7 @@ impl EdgeWriter {
         senders: Vec<Sender<Message>>,
         producer_index: usize,
         max_parallelism: u32,
+        metrics: Arc<SubtaskMetrics>,
     ) -> Self {
         let route = match partitioning {
             // Start rebalancing at different targets so that producers spread evenly.
@@ -90,7 +95,7 @@ impl EdgeWriter {
             senders,
             route,
             records_out: 0,
-            blocked_ns: 0,
+            metrics,
         }
     }
 
@@ -101,15 +106,11 @@ impl EdgeWriter {
             Route::RoundRobin { next } => {
                 let target = *next;
                 *next = (*next + 1) % self.senders.len();
-                send(
-                    &mut self.blocked_ns,
-                    &self.senders[target],
-                    Message::Data(batch),
-                )
+                send(&self.metrics, &self.senders[target], Message::Data(batch))
             }
             Route::Broadcast => {
                 for sender in &self.senders {
-                    send(&mut self.blocked_ns, sender, Message::Data(batch.clone()))?;
+                    send(&self.metrics, sender, Message::Data(batch.clone()))?;
                 }
                 Ok(())
             }
@@ -121,7 +122,7 @@ impl EdgeWriter {
             } => {
                 let parallelism = self.senders.len() as u32;
                 if parallelism == 1 {
-                    return send(&mut self.blocked_ns, &self.senders[0], Message::Data(batch));
+                    return send(&self.metrics, &self.senders[0], Message::Data(batch));
                 }
                 keys.encode(key, &batch)?;
                 targets.clear();
@@ -136,7 +137,7 @@ impl EdgeWriter {
                     && targets.iter().all(|&t| t == first)
                 {
                     return send(
-                        &mut self.blocked_ns,
+                        &self.metrics,
                         &self.senders[first as usize],
                         Message::Data(batch),
                     );
@@ -148,11 +149,7 @@ impl EdgeWriter {
                 for (target, rows) in indices.into_iter().enumerate() {
                     if !rows.is_empty() {
                         let part = take_record_batch(&batch, &UInt32Array::from(rows))?;
-                        send(
-                            &mut self.blocked_ns,
-                            &self.senders[target],
-                            Message::Data(part),
-                        )?;
+                        send(&self.metrics, &self.senders[target], Message::Data(part))?;
                     }
                 }
                 Ok(())
@@ -163,20 +160,22 @@ impl EdgeWriter {
     /// Sends a control message (watermark, idleness, barrier, end of input) to every target.
     pub(crate) fn broadcast(&mut self, message: &Message) -> Result<()> {
         for sender in &self.senders {
-            send(&mut self.blocked_ns, sender, message.clone())?;
+            send(&self.metrics, sender, message.clone())?;
         }
         Ok(())
     }
 }
 
-/// Sends `message`, counting the time spent waiting when the channel is full.
-fn send(blocked_ns: &mut u64, sender: &Sender<Message>, message: Message) -> Result<()> {
+/// Sends `message`, counting the time spent waiting when the channel is full (as it passes, so
+/// that a wait that never ends shows too).
+fn send(metrics: &SubtaskMetrics, sender: &Sender<Message>, message: Message) -> Result<()> {
     match sender.try_send(message) {
         Ok(()) => Ok(()),
         Err(crossbeam_channel::TrySendError::Full(message)) => {
             let started = std::time::Instant::now();
+            metrics.wait_started(started);
             let result = sender.send(message).map_err(|_| Error::Cancelled);
-            *blocked_ns += started.elapsed().as_nanos() as u64;
+            metrics.wait_ended(started);
             result
         }
         Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(Error::Cancelled),

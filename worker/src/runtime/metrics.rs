@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
 
 use crate::time::{MIN_WATERMARK, Timestamp};
 
@@ -16,8 +17,13 @@ pub struct SubtaskMetrics {
     pub watermark: AtomicI64,
     /// Malformed input records seen (sources).
     pub malformed: AtomicU64,
-    /// Nanoseconds spent blocked on full output channels (backpressure from downstream).
-    pub backpressured_ns: AtomicU64,
+    /// Nanoseconds of finished waits for room in full output channels.
+    waited_ns: AtomicU64,
+    /// When the wait under way began (nanoseconds after `origin`, plus one); 0 when none is.
+    waiting_since: AtomicU64,
+    /// The largest backpressure time reported, so that it never goes back.
+    reported_ns: AtomicU64,
+    origin: Instant,
 }
 
 impl Default for SubtaskMetrics {
@@ -27,8 +33,41 @@ impl Default for SubtaskMetrics {
             records_out: AtomicU64::new(0),
             watermark: AtomicI64::new(MIN_WATERMARK),
             malformed: AtomicU64::new(0),
-            backpressured_ns: AtomicU64::new(0),
+            waited_ns: AtomicU64::new(0),
+            waiting_since: AtomicU64::new(0),
+            reported_ns: AtomicU64::new(0),
+            origin: Instant::now(),
         }
+    }
+}
+
+impl SubtaskMetrics {
+    /// Marks the start of a wait for room in a full output channel.
+    pub(crate) fn wait_started(&self, at: Instant) {
+        let since = at.saturating_duration_since(self.origin).as_nanos() as u64;
+        self.waiting_since.store(since + 1, Ordering::Relaxed);
+    }
+
+    /// Marks the end of the wait that began at `started`.
+    pub(crate) fn wait_ended(&self, started: Instant) {
+        self.waited_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.waiting_since.store(0, Ordering::Relaxed);
+    }
+
+    /// Nanoseconds the subtask has spent blocked on full output channels (backpressure from
+    /// downstream), the wait under way included: a task blocked for good shows as backpressured,
+    /// not as idle. Never decreases.
+    pub fn backpressured_ns(&self) -> u64 {
+        let since = self.waiting_since.load(Ordering::Relaxed);
+        let open = match since {
+            0 => 0,
+            s => (self.origin.elapsed().as_nanos() as u64).saturating_sub(s - 1),
+        };
+        let total = self.waited_ns.load(Ordering::Relaxed) + open;
+        self.reported_ns
+            .fetch_max(total, Ordering::Relaxed)
+            .max(total)
     }
 }
 
@@ -103,5 +142,32 @@ impl JobMetrics {
             .map(|&t| self.tasks[t].watermark())
             .min()
             .unwrap_or(MIN_WATERMARK)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_wait_under_way_counts_as_backpressure_and_the_count_never_goes_back() {
+        let m = SubtaskMetrics::default();
+        assert_eq!(m.backpressured_ns(), 0);
+        let started = Instant::now();
+        m.wait_started(started);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        // Blocked and not back yet: the open wait shows.
+        let during = m.backpressured_ns();
+        assert!(during >= 2_000_000, "{during}");
+        let later = m.backpressured_ns();
+        assert!(later >= during);
+        m.wait_ended(started);
+        let after = m.backpressured_ns();
+        assert!(after >= later);
+        // No wait under way: the count stands still.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert_eq!(m.backpressured_ns(), after);
     }
 }

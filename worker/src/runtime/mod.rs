@@ -571,7 +571,13 @@ pub(crate) fn launch(
                         let s = std::mem::take(&mut senders[e][index as usize]);
                         writers.push((
                             edge.from_port,
-                            EdgeWriter::new(&edge.partitioning, s, index as usize, max_parallelism),
+                            EdgeWriter::new(
+                                &edge.partitioning,
+                                s,
+                                index as usize,
+                                max_parallelism,
+                                subtask_metrics.clone(),
+                            ),
                         ));
                     }
                 }

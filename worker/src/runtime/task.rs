@@ -305,14 +305,6 @@ impl Chain {
             .flat_map(|n| n.writers.iter().map(|(_, w)| w.records_out))
             .sum();
         self.metrics.records_out.store(total, Ordering::Relaxed);
-        let blocked: u64 = self
-            .nodes
-            .iter()
-            .flat_map(|n| n.writers.iter().map(|(_, w)| w.blocked_ns))
-            .sum();
-        self.metrics
-            .backpressured_ns
-            .store(blocked, Ordering::Relaxed);
     }
 }
 
