@@ -78,8 +78,8 @@ impl NexmarkSource {
     /// Emits only the rows `predicate` holds true for, given a batch of `columns` (in this order):
     /// the other columns are generated only for those rows (Flink's filter push-down). Event
     /// time advances by the rows emitted, so a planner pushes a filter only where nothing
-    /// downstream reads the watermark.
-    /// `text` says what the predicate is (the source's name shows it).
+    /// downstream reads the watermark. `text` says what the predicate is (the source's name
+    /// shows it).
     pub fn with_filter(
         mut self,
         columns: &[&str],
