@@ -13,7 +13,9 @@ use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow::error::ArrowError;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
-use super::fields::{self, AUCTION_EXTRA_SLOT, BID_EXTRA_SLOT, PERSON_EXTRA_SLOT};
+use super::fields::{
+    self, AUCTION_EXTRA_SLOT, BID_EXTRA_SLOT, PERSON_EXTRA_SLOT, PROPORTION_DENOMINATOR,
+};
 use super::rng::EventRng;
 use super::tables;
 use super::{EventKind, NexmarkConfig, event_number};
@@ -28,18 +30,27 @@ impl Rows {
     fn new(cfg: &NexmarkConfig, kind: EventKind, start: u64, step: u64, len: usize) -> Self {
         let mut ns = Vec::with_capacity(len);
         let mut rngs = Vec::with_capacity(len);
-        let mut k = start;
+        let mut numbers = EventNumbers::new(kind, start, step);
         for _ in 0..len {
-            let n = event_number(kind, k);
+            let n = numbers.next();
             ns.push(n);
             rngs.push(EventRng::new(cfg.seed, n));
-            k = k.wrapping_add(step);
         }
         Self { ns, rngs }
     }
 
     fn iter(&self) -> impl Iterator<Item = (u64, EventRng)> + '_ {
         self.ns.iter().copied().zip(self.rngs.iter().copied())
+    }
+
+    /// The event times of the rows, from one [`ClockSpan`](fields::ClockSpan) moved along them.
+    fn time_col(&self, clock: fields::EventClock) -> ArrayRef {
+        let mut span = fields::ClockSpan::new(clock);
+        let values: Vec<i64> = self.ns.iter().map(|&n| span.at(n)).collect();
+        Arc::new(TimestampMillisecondArray::new(
+            ScalarBuffer::from(values),
+            None,
+        ))
     }
 
     fn i64_col(&self, f: impl Fn(u64, EventRng) -> i64) -> ArrayRef {
@@ -105,6 +116,67 @@ impl Rows {
         self.utf8_col(bytes_per_row, |n, r, out| {
             out.extend_from_slice(f(n, r).as_bytes())
         })
+    }
+}
+
+/// The event numbers of the `k = start + i * step` (wrapping) of one kind, in order: `k`'s epoch
+/// and offset are stepped rather than divided out of `k` for every row, and agree with
+/// [`event_number`] for every `k`.
+struct EventNumbers {
+    kind: EventKind,
+    per_epoch: u64,
+    k: u64,
+    step: u64,
+    /// `event_number(kind, k) - offset`: the number of the kind's first event in `k`'s epoch.
+    epoch_start: u64,
+    /// `k % per_epoch`.
+    offset: u64,
+    /// `step / per_epoch * PROPORTION_DENOMINATOR` (wrapping) and `step % per_epoch`.
+    epoch_step: u64,
+    offset_step: u64,
+}
+
+impl EventNumbers {
+    fn new(kind: EventKind, start: u64, step: u64) -> Self {
+        let (per_epoch, _) = super::epoch_share(kind);
+        let mut numbers = Self {
+            kind,
+            per_epoch,
+            k: start,
+            step,
+            epoch_start: 0,
+            offset: 0,
+            epoch_step: (step / per_epoch).wrapping_mul(PROPORTION_DENOMINATOR),
+            offset_step: step % per_epoch,
+        };
+        numbers.seek(start);
+        numbers
+    }
+
+    fn seek(&mut self, k: u64) {
+        self.k = k;
+        self.offset = k % self.per_epoch;
+        self.epoch_start = event_number(self.kind, k).wrapping_sub(self.offset);
+    }
+
+    /// The event number of the current `k`, then steps to the next.
+    #[inline]
+    fn next(&mut self) -> u64 {
+        let n = self.epoch_start.wrapping_add(self.offset);
+        match self.k.checked_add(self.step) {
+            Some(k) => {
+                self.k = k;
+                self.offset += self.offset_step;
+                self.epoch_start = self.epoch_start.wrapping_add(self.epoch_step);
+                if self.offset >= self.per_epoch {
+                    self.offset -= self.per_epoch;
+                    self.epoch_start = self.epoch_start.wrapping_add(PROPORTION_DENOMINATOR);
+                }
+            }
+            // `k` wraps: its epoch does not follow from the last one.
+            None => self.seek(self.k.wrapping_add(self.step)),
+        }
+        n
     }
 }
 
@@ -174,7 +246,7 @@ impl<'a> Columns<'a> {
             3 => rows.utf8_col(19, |_, r, out| fields::person_credit_card(r, out)),
             4 => rows.table_col(8, |_, r| fields::person_city(r)),
             5 => rows.table_col(2, |_, r| fields::person_state(r)),
-            6 => Ok(rows.ts_col(|n, _| clock.at(n))),
+            6 => Ok(rows.time_col(clock)),
             7 => rows.extra_col(cfg, PERSON_EXTRA_SLOT),
             _ => Err(bad_column(EventKind::Person, i)),
         }
@@ -188,7 +260,7 @@ impl<'a> Columns<'a> {
             2 => rows.utf8_col(60, |_, r, out| fields::auction_description(r, out)),
             3 => Ok(rows.i64_col(|_, r| fields::auction_initial_bid(r))),
             4 => Ok(rows.i64_col(|_, r| fields::auction_reserve(r))),
-            5 => Ok(rows.ts_col(|n, _| clock.at(n))),
+            5 => Ok(rows.time_col(clock)),
             6 => Ok(rows.ts_col(|n, r| fields::auction_expires(cfg, clock, n, r))),
             7 => Ok(rows.i64_col(|n, r| fields::auction_seller(cfg, n, r))),
             8 => Ok(rows.i64_col(|_, r| fields::auction_category(r))),
@@ -218,7 +290,7 @@ impl<'a> Columns<'a> {
             2 => Ok(rows.i64_col(|_, r| fields::bid_price(r))),
             3 => rows.table_col(8, |_, r| name(r)),
             4 => rows.table_col(64, |_, r| url(r)),
-            5 => Ok(rows.ts_col(|n, _| clock.at(n))),
+            5 => Ok(rows.time_col(clock)),
             6 => rows.extra_col(cfg, BID_EXTRA_SLOT),
             _ => Err(bad_column(EventKind::Bid, i)),
         }

@@ -82,6 +82,52 @@ impl EventClock {
     }
 }
 
+/// [`EventClock::at`] for event numbers read in (mostly) ascending order: it keeps the span of
+/// event numbers that share the last time it computed, and divides again only for an event
+/// outside it (once per millisecond of event time when the numbers ascend).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClockSpan {
+    clock: EventClock,
+    /// Every `n` in `from..until` has the time `at` (none at first).
+    from: u64,
+    until: u64,
+    at: i64,
+}
+
+impl ClockSpan {
+    pub(crate) fn new(clock: EventClock) -> Self {
+        Self {
+            clock,
+            from: 0,
+            until: 0,
+            at: 0,
+        }
+    }
+
+    /// `self.clock.at(n)`.
+    #[inline]
+    pub(crate) fn at(&mut self, n: u64) -> i64 {
+        if n.wrapping_sub(self.from) >= self.until.wrapping_sub(self.from) {
+            self.enter(n);
+        }
+        self.at
+    }
+
+    /// Moves the span to the one holding `n`. The offset from `base` is
+    /// `m = floor(n * 1000 / eps)` (taken modulo 2^64), so the span is the `n` with
+    /// `m * eps <= n * 1000 < (m + 1) * eps`, i.e. `ceil(m * eps / 1000) <= n < ceil((m + 1) * eps / 1000)`.
+    #[cold]
+    fn enter(&mut self, n: u64) {
+        let eps = u128::from(self.clock.eps);
+        let n128 = u128::from(n);
+        let m = n128 / eps * 1000 + n128 % eps * 1000 / eps;
+        let first = |m: u128| (m * eps).div_ceil(1000);
+        self.from = u64::try_from(first(m)).unwrap_or(u64::MAX);
+        self.until = u64::try_from(first(m + 1)).unwrap_or(u64::MAX);
+        self.at = self.clock.at(n);
+    }
+}
+
 /// Base-0 id of the newest person at event `n` (the event's own person if it is one).
 #[inline]
 pub(crate) fn last_person(n: u64) -> u64 {

@@ -81,14 +81,19 @@ pub enum EventKind {
 /// Each epoch of 50 events holds one person (offset 0), three auctions (offsets 1..4) and 46 bids
 /// (offsets 4..50).
 pub fn event_number(kind: EventKind, k: u64) -> u64 {
-    let (per_epoch, first) = match kind {
-        EventKind::Person => (PERSON_PROPORTION, 0),
-        EventKind::Auction => (AUCTION_PROPORTION, PERSON_PROPORTION),
-        EventKind::Bid => (BID_PROPORTION, PERSON_PROPORTION + AUCTION_PROPORTION),
-    };
+    let (per_epoch, first) = epoch_share(kind);
     (k / per_epoch)
         .wrapping_mul(PROPORTION_DENOMINATOR)
         .wrapping_add(first + k % per_epoch)
+}
+
+/// How many of each epoch's events are of `kind`, and the offset of its first one.
+fn epoch_share(kind: EventKind) -> (u64, u64) {
+    match kind {
+        EventKind::Person => (PERSON_PROPORTION, 0),
+        EventKind::Auction => (AUCTION_PROPORTION, PERSON_PROPORTION),
+        EventKind::Bid => (BID_PROPORTION, PERSON_PROPORTION + AUCTION_PROPORTION),
+    }
 }
 
 /// Inverse of [`event_number`]: the kind of event `n` and its index `k` among that kind.

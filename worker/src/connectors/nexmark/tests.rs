@@ -187,6 +187,67 @@ fn the_event_clock_divides_exactly() {
     }
 }
 
+#[test]
+fn the_clock_span_agrees_with_the_clock_in_any_order() {
+    // Ascending runs (the batch generator's case) with strides around the span width, jumps back,
+    // and the ends of the event-number range where a span's bounds saturate.
+    let mut x = 0x00DD_BA11_u64;
+    for eps in [1, 3, 7, 999, 1000, 1001, 999_983, 10_000_000, u64::MAX] {
+        let clock = fields::EventClock::new(&NexmarkConfig {
+            events_per_second: eps,
+            ..cfg()
+        });
+        let mut span = fields::ClockSpan::new(clock);
+        let mut numbers: Vec<u64> = Vec::new();
+        for stride in [1, 2, 5, 46, 1003, 10_007] {
+            let from = numbers.last().map_or(0, |n| n / 3);
+            numbers.extend((0..300).map(|i| from + i * stride));
+        }
+        numbers.extend([u64::MAX - 2, u64::MAX - 1, u64::MAX, 0, u64::MAX, 7]);
+        numbers.extend((0..2000).map(|_| {
+            x = rng::mix64(x);
+            x >> (x % 64)
+        }));
+        for n in numbers {
+            assert_eq!(span.at(n), clock.at(n), "eps {eps}, event {n}");
+        }
+    }
+}
+
+#[test]
+fn batches_step_event_numbers_across_epochs_and_the_end_of_the_range() {
+    // Strides below, at and above the kinds' shares of an epoch, and `k` wrapping past 2^64 - 1.
+    let c = cfg();
+    for kind in [EventKind::Person, EventKind::Auction, EventKind::Bid] {
+        for (start, step) in [
+            (0, 1),
+            (2, 3),
+            (1, 46),
+            (45, 47),
+            (7, 1000),
+            (u64::MAX - 9, 4),
+        ] {
+            let time = schema(kind).index_of("date_time").unwrap();
+            let b = batch(kind, &c, start, step, 40, Some(&[0, time])).unwrap();
+            let expected: Vec<(i64, i64)> = (0..40u64)
+                .map(|i| {
+                    let k = start.wrapping_add(i.wrapping_mul(step));
+                    match kind {
+                        EventKind::Person => (person(&c, k).id, person(&c, k).date_time),
+                        EventKind::Auction => (auction(&c, k).id, auction(&c, k).date_time),
+                        EventKind::Bid => (bid(&c, k).auction, bid(&c, k).date_time),
+                    }
+                })
+                .collect();
+            let got: Vec<(i64, i64)> = i64s(&b, b.schema().field(0).name())
+                .into_iter()
+                .zip(i64s(&b, "date_time"))
+                .collect();
+            assert_eq!(got, expected, "{kind:?} {start} {step}");
+        }
+    }
+}
+
 fn i64s(batch: &RecordBatch, name: &str) -> Vec<i64> {
     let col = batch.column_by_name(name).unwrap();
     if let Some(a) = col.as_primitive_opt::<Int64Type>() {
