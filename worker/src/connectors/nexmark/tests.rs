@@ -244,6 +244,13 @@ fn batches_step_event_numbers_across_epochs_and_the_end_of_the_range() {
                 .zip(i64s(&b, "date_time"))
                 .collect();
             assert_eq!(got, expected, "{kind:?} {start} {step}");
+            if kind == EventKind::Bid {
+                let b = batch(kind, &c, start, step, 40, Some(&[1])).unwrap();
+                let bidders: Vec<i64> = (0..40u64)
+                    .map(|i| bid(&c, start.wrapping_add(i.wrapping_mul(step))).bidder)
+                    .collect();
+                assert_eq!(i64s(&b, "bidder"), bidders, "{start} {step}");
+            }
         }
     }
 }
