@@ -6,10 +6,12 @@
 //! projected columns are computed, one column at a time, each from the shared field formulas
 //! in `fields`, so a batch equals the row-at-a-time events exactly.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray, TimestampMillisecondArray};
 use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
+use arrow::datatypes::DataType;
 use arrow::error::ArrowError;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
@@ -97,11 +99,7 @@ impl Rows {
     /// The `extra` column: empty strings without a per-row call when there is no padding.
     fn extra_col(&self, cfg: &NexmarkConfig, slot: u64) -> Result<ArrayRef, ArrowError> {
         if cfg.extra_bytes == 0 {
-            return Ok(Arc::new(StringArray::new(
-                OffsetBuffer::new_zeroed(self.ns.len()),
-                Buffer::from_vec(Vec::<u8>::new()),
-                None,
-            )));
+            return empty_strings(self.ns.len());
         }
         let hint = cfg.extra_bytes.min(1 << 16);
         self.utf8_col(hint, |_, r, out| fields::extra(cfg, r, slot, out))
@@ -178,6 +176,26 @@ impl EventNumbers {
         }
         n
     }
+}
+
+thread_local! {
+    /// Empty strings, sliced for every `extra` column without padding: checking a new array's
+    /// offsets costs as much per row as generating an id column.
+    static EMPTY_STRINGS: RefCell<ArrayRef> = RefCell::new(arrow::array::new_empty_array(&DataType::Utf8));
+}
+
+/// A Utf8 column of `len` empty strings.
+fn empty_strings(len: usize) -> Result<ArrayRef, ArrowError> {
+    EMPTY_STRINGS.with_borrow_mut(|empty| {
+        if empty.len() < len {
+            *empty = Arc::new(StringArray::try_new(
+                OffsetBuffer::new_zeroed(len),
+                Buffer::from_vec(Vec::<u8>::new()),
+                None,
+            )?);
+        }
+        Ok(empty.slice(0, len))
+    })
 }
 
 fn bad_column(kind: EventKind, i: usize) -> ArrowError {
