@@ -258,13 +258,14 @@ fn tumble_and_hop_window_aggregations_equal_brute_force() {
         "{}
         CREATE TABLE per_auction (
             auction BIGINT, window_start TIMESTAMP(3), window_end TIMESTAMP(3),
-            bids BIGINT, top BIGINT, total BIGINT, cheapest BIGINT
+            bids BIGINT, top BIGINT, total BIGINT, cheapest BIGINT, dear BIGINT
         ) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
         CREATE TABLE busiest (window_end TIMESTAMP(3), bids BIGINT, bidders BIGINT)
         WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
         CREATE VIEW small AS SELECT * FROM bid WHERE price < 50000000;
         INSERT INTO per_auction
-        SELECT auction, window_start, window_end, COUNT(*), MAX(price), SUM(price), MIN(price)
+        SELECT auction, window_start, window_end, COUNT(*), MAX(price), SUM(price), MIN(price),
+            SUM(CASE WHEN price >= 5000000 THEN price END)
         FROM TABLE(TUMBLE(TABLE small, DESCRIPTOR(date_time), INTERVAL '5' SECOND))
         GROUP BY auction, window_start, window_end;
         INSERT INTO busiest
@@ -280,17 +281,26 @@ fn tumble_and_hop_window_aggregations_equal_brute_force() {
     run(&script);
     let rows = bid_rows();
     // TUMBLE: per (auction, 5 s window).
-    let mut per: BTreeMap<(i64, i64), (i64, i64, i64, i64)> = BTreeMap::new();
+    // `dear` sums the prices of at least 5,000,000: a SUM of no values is NULL (an empty field).
+    let mut per: BTreeMap<(i64, i64), (i64, i64, i64, i64, Option<i64>)> = BTreeMap::new();
     for &(a, _, p, t) in rows.iter().filter(|r| r.2 < 50_000_000) {
         let start = t.div_euclid(5000) * 5000;
-        let e = per.entry((a, start)).or_insert((0, i64::MIN, 0, i64::MAX));
-        *e = (e.0 + 1, e.1.max(p), e.2 + p, e.3.min(p));
+        let e = per
+            .entry((a, start))
+            .or_insert((0, i64::MIN, 0, i64::MAX, None));
+        let dear = match (e.4, p >= 5_000_000) {
+            (sum, false) => sum,
+            (sum, true) => Some(sum.unwrap_or(0) + p),
+        };
+        *e = (e.0 + 1, e.1.max(p), e.2 + p, e.3.min(p), dear);
     }
-    let expected = multiset(per.into_iter().map(|((a, s), (n, top, total, low))| {
+    assert!(per.values().any(|e| e.4.is_none()) && per.values().any(|e| e.4.is_some()));
+    let expected = multiset(per.into_iter().map(|((a, s), (n, top, total, low, dear))| {
         format!(
-            "{a},{},{},{n},{top},{total},{low}",
+            "{a},{},{},{n},{top},{total},{low},{}",
             sql_time(s),
-            sql_time(s + 5000)
+            sql_time(s + 5000),
+            dear.map_or(String::new(), |d| d.to_string())
         )
     }));
     assert_eq!(lines(&tumble), expected);

@@ -294,12 +294,12 @@ impl BoundAgg {
     /// A fresh accumulator slot.
     pub fn create(&self) -> AccSlot {
         match &self.bound {
-            Bound::Count | Bound::Sum(Numeric::Int) | Bound::Sum(Numeric::Timestamp) => {
-                AccSlot::Int(0)
-            }
-            Bound::Sum(Numeric::Float) => AccSlot::Float(0.0),
-            Bound::Min(Numeric::Float) | Bound::Max(Numeric::Float) => AccSlot::MaybeFloat(None),
-            Bound::Min(_) | Bound::Max(_) => AccSlot::MaybeInt(None),
+            Bound::Count => AccSlot::Int(0),
+            // A sum of no values is NULL, as in SQL (and Flink), not 0.
+            Bound::Sum(Numeric::Float)
+            | Bound::Min(Numeric::Float)
+            | Bound::Max(Numeric::Float) => AccSlot::MaybeFloat(None),
+            Bound::Sum(_) | Bound::Min(_) | Bound::Max(_) => AccSlot::MaybeInt(None),
             Bound::Avg => AccSlot::Avg { sum: 0.0, count: 0 },
             Bound::Udf(f) => AccSlot::Udf(f.create()),
         }
@@ -325,6 +325,7 @@ impl BoundAgg {
                     let v = a.value(row);
                     *m = Some(match (*m, &self.bound) {
                         (None, _) => v,
+                        (Some(c), Bound::Sum(_)) => c.wrapping_add(v),
                         (Some(c), Bound::Min(_)) => c.min(v),
                         (Some(c), _) => c.max(v),
                     });
@@ -335,6 +336,7 @@ impl BoundAgg {
                     let v = a.value(row);
                     *m = Some(match (*m, &self.bound) {
                         (None, _) => v,
+                        (Some(c), Bound::Sum(_)) => c + v,
                         (Some(c), Bound::Min(_)) => c.min(v),
                         (Some(c), _) => c.max(v),
                     });
@@ -368,11 +370,16 @@ impl BoundAgg {
 
     /// Merges a borrowed `other` into `slot`.
     pub fn merge_ref(&self, slot: &mut AccSlot, other: &AccSlot) -> Result<()> {
-        match (slot, other.clone()) {
+        if let Some(sum) = self.nullable_sum(slot) {
+            *slot = sum;
+        }
+        let other = self.nullable_sum(other).unwrap_or_else(|| other.clone());
+        match (slot, other) {
             (AccSlot::Int(a), AccSlot::Int(b)) => *a = a.wrapping_add(b),
             (AccSlot::Float(a), AccSlot::Float(b)) => *a += b,
             (AccSlot::MaybeInt(a), AccSlot::MaybeInt(b)) => {
                 *a = match (*a, b, &self.bound) {
+                    (Some(x), Some(y), Bound::Sum(_)) => Some(x.wrapping_add(y)),
                     (Some(x), Some(y), Bound::Min(_)) => Some(x.min(y)),
                     (Some(x), Some(y), _) => Some(x.max(y)),
                     (x, y, _) => x.or(y),
@@ -380,6 +387,7 @@ impl BoundAgg {
             }
             (AccSlot::MaybeFloat(a), AccSlot::MaybeFloat(b)) => {
                 *a = match (*a, b, &self.bound) {
+                    (Some(x), Some(y), Bound::Sum(_)) => Some(x + y),
                     (Some(x), Some(y), Bound::Min(_)) => Some(x.min(y)),
                     (Some(x), Some(y), _) => Some(x.max(y)),
                     (x, y, _) => x.or(y),
@@ -397,6 +405,17 @@ impl BoundAgg {
             _ => return Err(Error::user("accumulators of different kinds cannot merge")),
         }
         Ok(())
+    }
+
+    /// A sum's slot as restored from state written before a sum of no values was NULL (`Int`,
+    /// `Float`: 0 for none), in today's form; `None` for any other slot. `add` still takes the
+    /// old forms, `merge_ref` brings both sides to this one.
+    fn nullable_sum(&self, slot: &AccSlot) -> Option<AccSlot> {
+        match (&self.bound, slot) {
+            (Bound::Sum(_), AccSlot::Int(v)) => Some(AccSlot::MaybeInt(Some(*v))),
+            (Bound::Sum(_), AccSlot::Float(v)) => Some(AccSlot::MaybeFloat(Some(*v))),
+            _ => None,
+        }
     }
 
     /// The result column for a sequence of accumulators.
@@ -434,5 +453,99 @@ impl BoundAgg {
                 _ => None,
             }))),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use arrow::datatypes::Schema;
+
+    use super::*;
+
+    /// Each aggregate of `aggs` over `rows` of `batch`, added one by one, then finished.
+    fn aggregate(batch: &RecordBatch, aggs: &[Agg], rows: &[usize]) -> Vec<ArrayRef> {
+        let batch = Arc::new(batch.clone());
+        bind("test", &batch.schema(), aggs)
+            .unwrap()
+            .iter()
+            .map(|agg| {
+                let input = agg.input(&batch).unwrap();
+                let mut slot = agg.create();
+                for &row in rows {
+                    agg.add(&mut slot, &input, row).unwrap();
+                }
+                agg.finish(std::iter::once(&slot)).unwrap()
+            })
+            .collect()
+    }
+
+    fn batch() -> RecordBatch {
+        let schema = Schema::new(vec![
+            Field::new("i", DataType::Int64, true),
+            Field::new("f", DataType::Float64, true),
+        ]);
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(Int64Array::from(vec![None, Some(4), None, Some(-1)])),
+                Arc::new(Float64Array::from(vec![None, Some(0.5), None, Some(2.0)])),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_sum_of_no_values_is_null_and_a_count_is_zero() {
+        let aggs = [Agg::sum("i", "si"), Agg::sum("f", "sf"), Agg::count("n")];
+        // Only null values, then no rows at all: SQL's SUM is NULL, COUNT(*) counts rows.
+        for rows in [&[0, 2][..], &[]] {
+            let out = aggregate(&batch(), &aggs, rows);
+            assert!(out[0].is_null(0), "{rows:?}");
+            assert!(out[1].is_null(0), "{rows:?}");
+            assert_eq!(
+                out[2].as_primitive::<Int64Type>().value(0),
+                rows.len() as i64
+            );
+        }
+        let out = aggregate(&batch(), &aggs, &[0, 1, 2, 3]);
+        assert_eq!(out[0].as_primitive::<Int64Type>().value(0), 3);
+        assert_eq!(out[1].as_primitive::<Float64Type>().value(0), 2.5);
+        assert_eq!(out[2].as_primitive::<Int64Type>().value(0), 4);
+    }
+
+    #[test]
+    fn sums_merge_with_empty_ones_and_with_slots_of_older_state() {
+        let schema = batch().schema();
+        let [int, float] =
+            &bind("test", &schema, &[Agg::sum("i", "si"), Agg::sum("f", "sf")]).unwrap()[..]
+        else {
+            panic!("two aggregates")
+        };
+        let result = |agg: &BoundAgg, slot: &AccSlot| agg.finish(std::iter::once(slot)).unwrap();
+
+        let mut empty = int.create();
+        int.merge_ref(&mut empty, &int.create()).unwrap();
+        assert!(result(int, &empty).is_null(0));
+        int.merge_ref(&mut empty, &AccSlot::MaybeInt(Some(5)))
+            .unwrap();
+        assert_eq!(result(int, &empty).as_primitive::<Int64Type>().value(0), 5);
+
+        // A sum restored from state written when a sum started at 0 (`Int`, `Float`) merges with
+        // today's slots either way round.
+        let mut old = AccSlot::Int(7);
+        int.merge_ref(&mut old, &AccSlot::MaybeInt(Some(5)))
+            .unwrap();
+        assert_eq!(result(int, &old).as_primitive::<Int64Type>().value(0), 12);
+        let mut new = int.create();
+        int.merge_ref(&mut new, &AccSlot::Int(7)).unwrap();
+        assert_eq!(result(int, &new).as_primitive::<Int64Type>().value(0), 7);
+        let mut old = AccSlot::Float(1.5);
+        float.merge_ref(&mut old, &float.create()).unwrap();
+        assert_eq!(
+            result(float, &old).as_primitive::<Float64Type>().value(0),
+            1.5
+        );
     }
 }
