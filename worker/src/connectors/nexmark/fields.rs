@@ -113,9 +113,10 @@ impl ClockSpan {
         self.at
     }
 
-    /// Moves the span to the one holding `n`. The offset from `base` is
-    /// `m = floor(n * 1000 / eps)` (taken modulo 2^64), so the span is the `n` with
-    /// `m * eps <= n * 1000 < (m + 1) * eps`, i.e. `ceil(m * eps / 1000) <= n < ceil((m + 1) * eps / 1000)`.
+    /// Moves the span to the one holding `n`. The offset from `base` is `m = floor(n * 1000 / eps)`
+    /// (taken modulo 2^64), so the span is the `n` with `m * eps <= n * 1000 < (m + 1) * eps`,
+    /// i.e. `ceil(m * eps / 1000) <= n < ceil((m + 1) * eps / 1000)`; in `u128`, where
+    /// `(m + 1) * eps <= n * 1000 + eps` cannot overflow.
     #[cold]
     fn enter(&mut self, n: u64) {
         let eps = u128::from(self.clock.eps);
