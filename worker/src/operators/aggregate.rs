@@ -407,9 +407,10 @@ impl BoundAgg {
         Ok(())
     }
 
-    /// A sum's slot as restored from state written before a sum of no values was NULL (`Int`,
-    /// `Float`: 0 for none), in today's form; `None` for any other slot. `add` still takes the
-    /// old forms, `merge_ref` brings both sides to this one.
+    /// A sum's slot in the old form (`Int`, `Float`, which read 0 for a sum of no values), as
+    /// state written before sums became NULL-able restores it, turned into the current one
+    /// (`MaybeInt`, `MaybeFloat`); `None` for any other slot. `add` takes either form;
+    /// `merge_ref` brings both of its sides to the current one.
     fn nullable_sum(&self, slot: &AccSlot) -> Option<AccSlot> {
         match (&self.bound, slot) {
             (Bound::Sum(_), AccSlot::Int(v)) => Some(AccSlot::MaybeInt(Some(*v))),

@@ -255,6 +255,17 @@ fn batches_step_event_numbers_across_epochs_and_the_end_of_the_range() {
     }
 }
 
+#[test]
+fn extra_columns_without_padding_are_empty_strings_at_any_length() {
+    // The column is a slice of one array per thread, which grows when a longer batch comes.
+    let c = cfg();
+    for len in [5, 300, 0, 7, 1000, 999] {
+        let b = bids_batch(&c, 11, 2, len, Some(&[6, 0])).unwrap();
+        assert_eq!(b.num_rows(), len);
+        assert_eq!(strs(&b, "extra"), vec![String::new(); len], "{len}");
+    }
+}
+
 fn i64s(batch: &RecordBatch, name: &str) -> Vec<i64> {
     let col = batch.column_by_name(name).unwrap();
     if let Some(a) = col.as_primitive_opt::<Int64Type>() {
